@@ -1,0 +1,1 @@
+//! The framing oracle: checks any [`Framing`](crate::framing::Framing) against its contract.

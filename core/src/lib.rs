@@ -1,0 +1,18 @@
+//! refloop: a verified reference event loop.
+//!
+//! - [`queue`]: a CAS-based multi-producer, single-consumer send queue.
+//! - [`framing`]: the [`Framing`](framing::Framing) trait that turns a byte stream into messages,
+//!   with two wire-compatible framings.
+//! - [`check`]: the reusable correctness harnesses (framing oracle, queue checks) that our own
+//!   tests, proptests and fuzz targets call, and that users can point at their own code.
+//! - The event loop: an edge-triggered epoll server and client over `libc`.
+#![deny(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod check;
+pub mod framing;
+pub mod queue;
+pub mod sync;
+
+mod reactor;
+mod sys;

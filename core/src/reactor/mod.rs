@@ -1,0 +1,1 @@
+//! The edge-triggered epoll event loop.

@@ -1,0 +1,1 @@
+//! The fuzz/proptest input for the framing oracle.

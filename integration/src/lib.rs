@@ -1,0 +1,5 @@
+//! Randomised socket schedules against refloop's real loop, and the fuzz-input types shared by
+//! the fuzz targets and the replay tests.
+
+pub mod framing_case;
+pub mod schedule;

@@ -1,0 +1,1 @@
+//! Randomised schedules of socket operations, and their executor.

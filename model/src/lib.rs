@@ -1,0 +1,1 @@
+//! loom model checks of refloop; they only build under `--cfg loom`.
