@@ -1,1 +1,0 @@
-//! The framing oracle: checks any [`Framing`](crate::framing::Framing) against its contract.

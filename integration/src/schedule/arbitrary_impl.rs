@@ -1,0 +1,148 @@
+//! `arbitrary::Arbitrary` for [`Schedule`], so a fuzzer's bytes drive the same executor as
+//! proptest's strategies.
+//!
+//! The distributions follow [`strategy`](super::strategy); every decoded schedule is valid, and
+//! running out of bytes simply ends the schedule.
+
+use arbitrary::{Arbitrary, Result, Unstructured};
+
+use super::wire::MAX_PAYLOAD;
+use super::{Buffer, Malformation, Schedule, Step, Wire, MAX_CLIENTS, SENDER_THREADS};
+
+/// The most steps a fuzzer-built schedule has.
+pub const MAX_FUZZ_STEPS: usize = 64;
+
+impl<'a> Arbitrary<'a> for Schedule {
+    fn arbitrary(u: &mut Unstructured<'a>) -> Result<Self> {
+        let wire = if u.ratio(2, 5)? {
+            Wire::Lines
+        } else {
+            Wire::LengthPrefixed
+        };
+        let clients = match u.int_in_range(0..=9u8)? {
+            0..=4 => u.int_in_range(1..=4u8)?,
+            5..=7 => u.int_in_range(5..=16u8)?,
+            _ => u.int_in_range(17..=MAX_CLIENTS)?,
+        };
+        let mut steps = Vec::new();
+        while steps.len() < MAX_FUZZ_STEPS && !u.is_empty() {
+            steps.push(step(u, clients)?);
+        }
+        Ok(Schedule { wire, steps })
+    }
+
+    fn size_hint(_depth: usize) -> (usize, Option<usize>) {
+        (2, None)
+    }
+}
+
+fn payload_len(u: &mut Unstructured<'_>) -> Result<u32> {
+    Ok(match u.int_in_range(0..=11u8)? {
+        0..=4 => u.int_in_range(1..=64u32)?,
+        5..=7 => u.int_in_range(65..=2048u32)?,
+        8..=10 => u.int_in_range(2049..=MAX_PAYLOAD)?,
+        _ => 0,
+    })
+}
+
+fn chunks(u: &mut Unstructured<'_>) -> Result<Vec<u16>> {
+    let (max, n) = match u.int_in_range(0..=6u8)? {
+        0..=2 => return Ok(Vec::new()),
+        3 | 4 => (16, u.int_in_range(1..=3usize)?),
+        _ => (4096, u.int_in_range(1..=3usize)?),
+    };
+    (0..n).map(|_| u.int_in_range(1..=max)).collect()
+}
+
+fn step(u: &mut Unstructured<'_>, clients: u8) -> Result<Step> {
+    let client = u.int_in_range(0..=clients - 1)?;
+    // The cumulative weights of `strategy::step`: 8 26 5 9 5 5 6 14 4 9 5.
+    let pick = u.int_in_range(0..=95u8)?;
+    Ok(match pick {
+        0..=7 => Step::Connect { client },
+        8..=33 => Step::Send {
+            client,
+            len: payload_len(u)?,
+            chunks: chunks(u)?,
+            yields: u.ratio(3, 10)?,
+        },
+        34..=38 => Step::ReadSmall {
+            client,
+            buf: u.int_in_range(1..=512u16)?,
+        },
+        39..=47 => Step::Pause {
+            client,
+            steps: u.int_in_range(1..=24u8)?,
+        },
+        48..=52 => Step::HalfClose { client },
+        53..=57 => Step::Close { client },
+        58..=63 => Step::Reset { client },
+        64..=77 => Step::CrossSend {
+            client,
+            thread: u.int_in_range(0..=SENDER_THREADS)?,
+            count: if u.ratio(3, 4)? {
+                u.int_in_range(1..=8u8)?
+            } else {
+                u.int_in_range(9..=64u8)?
+            },
+            len: if u.ratio(3, 4)? {
+                u.int_in_range(13..=256u32)?
+            } else {
+                u.int_in_range(257..=16_384u32)?
+            },
+        },
+        78..=81 => Step::Malformed {
+            client,
+            kind: if u.arbitrary()? {
+                Malformation::Garbage
+            } else {
+                Malformation::TooLong
+            },
+        },
+        82..=90 => Step::ShrinkBuffer {
+            client,
+            which: if u.ratio(1, 4)? {
+                Buffer::Send
+            } else {
+                Buffer::Recv
+            },
+            bytes: if u.arbitrary()? {
+                u.int_in_range(1..=4096u32)?
+            } else {
+                u.int_in_range(4097..=65_536u32)?
+            },
+        },
+        _ => Step::Sync { client },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn any_bytes_decode_to_a_valid_schedule() {
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        for len in 0..200 {
+            let data: Vec<u8> = (0..len * 7)
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    state as u8
+                })
+                .collect();
+            let s = Schedule::from_fuzz_bytes(&data);
+            assert!(s.steps.len() <= MAX_FUZZ_STEPS);
+            assert!(s.clients() <= usize::from(MAX_CLIENTS));
+            for step in &s.steps {
+                if let Step::Send { len, .. } | Step::CrossSend { len, .. } = step {
+                    assert!(*len <= MAX_PAYLOAD);
+                }
+                if let Step::CrossSend { thread, .. } = step {
+                    assert!(*thread <= SENDER_THREADS);
+                }
+            }
+        }
+    }
+}
