@@ -14,5 +14,10 @@ pub mod framing;
 pub mod queue;
 pub mod sync;
 
-mod reactor;
+pub mod reactor;
 mod sys;
+
+pub use reactor::{
+    Config, Conn, ConnHandle, ConnId, Disconnect, DisconnectReason, Endpoint, Handler, LoopHandle,
+    SendError, Server, Stats,
+};

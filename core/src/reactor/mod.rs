@@ -1,1 +1,753 @@
 //! The edge-triggered epoll event loop.
+//!
+//! A [`Server`] owns one epoll instance, its listening sockets, every connection and one
+//! eventfd, and runs on the thread that calls [`Server::run`].
+//! Your [`Handler`] sees whole messages, decoded by a [`Framing`] that is cloned for each
+//! connection.
+//! Any thread can send to a connection through a [`ConnHandle`]: it encodes on its own thread,
+//! pushes the bytes onto that connection's send queue ([`crate::queue`]) and writes the eventfd
+//! only when the push took the queue from empty to non-empty.
+//! Only the loop thread ever writes a socket, so bytes of different messages never interleave.
+//!
+//! # How the loop treats the kernel
+//!
+//! Every item of `EPOLL-NOTES.md` that applies to one loop is handled, and each has a named
+//! test in `core/tests/loop_epoll_notes.rs` that fails on a known-bad variant:
+//!
+//! - every fd is registered with `EPOLLET | EPOLLRDHUP`;
+//! - accept drains until `EAGAIN`, and `EMFILE`/`ENFILE` are met with the reserve-fd trick
+//!   (close a spare fd, accept, close, reopen the spare) and reported to
+//!   [`Handler::on_accept_error`];
+//! - reads go until `EAGAIN` or the per-turn fairness budget; a connection that used up its
+//!   budget is put on a ready list and served again next turn, without waiting for an edge;
+//! - writes are gathered (up to 64 slices per call), partial writes resume from the exact byte,
+//!   and a write that hits `EAGAIN` resumes on the next `EPOLLOUT` edge;
+//! - `EPOLLRDHUP` (peer FIN): the rest is delivered, [`Framing::decode_eof`] is called, pending
+//!   output is flushed, then the connection is closed;
+//! - an RST or error closes the connection and reports how many bytes were not sent;
+//! - `EPOLL_CTL_DEL` runs before `close`; `epoll_event.data` holds an index plus a generation,
+//!   never a pointer, and events for an older generation are ignored;
+//! - `EINTR` from `epoll_wait` is retried with the timeout recomputed;
+//! - the eventfd is read (reset) before the send queues are drained, and a write that finds its
+//!   counter full (`EAGAIN`) counts as "already signalled".
+//!
+//! # Memory bounds
+//!
+//! A connection buffers at most [`Framing::max_buffered`] (or [`Config::max_frame_len`]) plus
+//! one [`Config::read_chunk`] of input, whatever a peer sends.
+//! Its unsent output stops the reading of its input above [`Config::high_watermark`] and
+//! resumes it below [`Config::low_watermark`]; other threads get their message back as
+//! [`SendError::Full`] above the high watermark.
+
+mod event_loop;
+mod output;
+#[doc(hidden)]
+pub mod testing;
+
+use std::cell::RefCell;
+use std::fmt;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::framing::{FrameError, Framing};
+use crate::queue::{Producer, Wake};
+use crate::sys::{EventFd, ThreadId};
+
+pub use crate::sys::Endpoint;
+pub use event_loop::Server;
+
+use output::Output;
+
+// Atomics here are plain std atomics, not the `sync` facade: the reactor makes real syscalls
+// and is never run inside a loom model, where loom's atomics would panic.
+
+/// Tuning knobs of the loop, each with a documented default.
+///
+/// Build one with struct-update syntax:
+///
+/// ```
+/// use std::time::Duration;
+/// let config = refloop::Config { idle_timeout: Some(Duration::from_secs(5)), ..Default::default() };
+/// assert_eq!(config.read_chunk, 64 * 1024);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// The longest frame accepted, in bytes, when the framing does not say
+    /// ([`Framing::max_buffered`] returns `None`).
+    /// A connection holding more undecoded input than this (plus one read chunk) is closed with
+    /// [`FrameError::TooLong`].
+    /// Default: 1 MiB.
+    pub max_frame_len: usize,
+    /// Bytes asked for by one `read(2)`. Default: 64 KiB.
+    pub read_chunk: usize,
+    /// Bytes read from one connection per loop turn before the loop moves on to the others.
+    /// A connection that is still readable goes on the ready list and is served next turn.
+    /// Default: 256 KiB.
+    pub fairness_budget: usize,
+    /// Unsent output (bytes) above which the loop stops reading the connection, and above which
+    /// [`ConnHandle::send`] returns [`SendError::Full`]. Default: 1 MiB.
+    pub high_watermark: usize,
+    /// Unsent output (bytes) below which a paused connection is read again. Default: 256 KiB.
+    pub low_watermark: usize,
+    /// A connection with no input and no output progress for this long is closed with
+    /// [`DisconnectReason::IdleTimeout`]; an outbound connect that takes this long fails with
+    /// [`io::ErrorKind::TimedOut`]. `None` disables it. Default: 5 minutes.
+    pub idle_timeout: Option<Duration>,
+    /// The most connections (accepted and outbound) open at once. At the limit the loop stops
+    /// accepting, and new clients wait in the listen backlog until a connection closes.
+    /// Default: 16384.
+    pub max_connections: usize,
+    /// How long a graceful [`LoopHandle::shutdown`] may spend flushing pending output before
+    /// it closes what is left. Default: 5 s.
+    pub shutdown_timeout: Duration,
+    /// After a local close has flushed its output, the loop shuts down its write half and
+    /// reads (and discards) until the peer's FIN for at most this long, so that closing does
+    /// not reset the connection and destroy the reply in flight. Default: 2 s.
+    pub close_linger: Duration,
+    /// `SO_SNDBUF` for every connection; `None` keeps the system default. Default: `None`.
+    pub send_buffer_size: Option<usize>,
+    /// `SO_RCVBUF` for every connection; `None` keeps the system default. Default: `None`.
+    pub recv_buffer_size: Option<usize>,
+    /// Sets `TCP_NODELAY` on TCP connections. Default: `true`.
+    pub nodelay: bool,
+    /// Events fetched per `epoll_wait`. Default: 1024.
+    pub events_capacity: usize,
+    /// A known-bad variant to run instead of the correct code (tests only).
+    #[doc(hidden)]
+    pub known_bad: KnownBad,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            max_frame_len: 1024 * 1024,
+            read_chunk: 64 * 1024,
+            fairness_budget: 256 * 1024,
+            high_watermark: 1024 * 1024,
+            low_watermark: 256 * 1024,
+            idle_timeout: Some(Duration::from_secs(300)),
+            max_connections: 16384,
+            shutdown_timeout: Duration::from_secs(5),
+            close_linger: Duration::from_secs(2),
+            send_buffer_size: None,
+            recv_buffer_size: None,
+            nodelay: true,
+            events_capacity: 1024,
+            known_bad: KnownBad::None,
+        }
+    }
+}
+
+/// Deliberately broken variants of the loop, so tests can show that their checks reject them.
+///
+/// Never use anything but [`KnownBad::None`] outside a test.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum KnownBad {
+    /// The correct loop.
+    #[default]
+    None,
+    /// One `read` per readiness edge (EPOLL-NOTES 1): the tail of a burst hangs.
+    ReadOnce,
+    /// One `accept` per listener edge (EPOLL-NOTES 2): queued clients hang.
+    AcceptOnce,
+    /// Read until `EAGAIN` with no fairness budget (EPOLL-NOTES 3): one busy peer starves others.
+    NoFairness,
+    /// Forget the rest of a partly written chunk (EPOLL-NOTES 5): the stream is corrupted.
+    DropPartialWriteRest,
+    /// Close at once on `EPOLLRDHUP`, without delivering the rest or flushing (EPOLL-NOTES 6).
+    CloseOnReadHup,
+    /// `close` without `EPOLL_CTL_DEL` (EPOLL-NOTES 7): a duplicated fd keeps producing events.
+    CloseWithoutDelete,
+    /// Ignore the generation in ids and tokens (EPOLL-NOTES 8): stale ids reach new connections.
+    NoGeneration,
+    /// On `EMFILE`, just stop accepting (EPOLL-NOTES 9): the edge-triggered listener stalls.
+    NoReserveFd,
+    /// Treat `EINTR` from `epoll_wait` as fatal (EPOLL-NOTES 10).
+    EintrFatal,
+    /// Drain the send queues, then reset the eventfd (EPOLL-NOTES 12): a wake-up is lost.
+    DrainBeforeEventfdReset,
+}
+
+/// Names one connection for the lifetime of a loop; never reused.
+///
+/// It is a slot index plus a generation that grows each time the slot is reused, so an id held
+/// after its connection closed can never name the next connection in that slot, even though the
+/// kernel hands out the same fd number at once.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId {
+    index: u32,
+    generation: u32,
+}
+
+impl ConnId {
+    /// Generations live in 31 bits, so a connection token never has bit 63 set (the loop's
+    /// own tokens do).
+    const GENERATION_MASK: u32 = (1 << 31) - 1;
+
+    /// The slot index (reused after a close).
+    pub fn index(self) -> u32 {
+        self.index
+    }
+
+    /// The slot's generation (never the same for two connections in one slot, up to 2^31
+    /// reuses).
+    pub fn generation(self) -> u32 {
+        self.generation
+    }
+
+    /// The epoll token: the generation in the high half, the index in the low half.
+    pub(crate) fn token(self) -> u64 {
+        (u64::from(self.generation) << 32) | u64::from(self.index)
+    }
+
+    pub(crate) fn from_token(token: u64) -> ConnId {
+        ConnId {
+            index: token as u32,
+            generation: (token >> 32) as u32,
+        }
+    }
+}
+
+impl fmt::Debug for ConnId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ConnId({}g{})", self.index, self.generation)
+    }
+}
+
+impl fmt::Display for ConnId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "conn {}g{}", self.index, self.generation)
+    }
+}
+
+/// Why a connection ended.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum DisconnectReason {
+    /// The peer shut down its write half (FIN); the rest of its input was delivered and pending
+    /// output was flushed before the close.
+    PeerClosed,
+    /// The peer reset the connection (RST), or a write found it reset (`EPIPE`).
+    Reset,
+    /// Another socket error.
+    Error(io::Error),
+    /// The peer's bytes are not valid for the framing.
+    Framing(FrameError),
+    /// No progress for [`Config::idle_timeout`].
+    IdleTimeout,
+    /// The handler called [`Conn::close`].
+    Closed,
+    /// The loop shut down.
+    Shutdown,
+}
+
+impl fmt::Display for DisconnectReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DisconnectReason::PeerClosed => f.write_str("peer closed the connection"),
+            DisconnectReason::Reset => f.write_str("connection reset by peer"),
+            DisconnectReason::Error(e) => write!(f, "socket error: {e}"),
+            DisconnectReason::Framing(e) => write!(f, "framing error: {e}"),
+            DisconnectReason::IdleTimeout => f.write_str("idle timeout"),
+            DisconnectReason::Closed => f.write_str("closed locally"),
+            DisconnectReason::Shutdown => f.write_str("loop shut down"),
+        }
+    }
+}
+
+/// How a connection ended, and what it could not deliver.
+///
+/// Every message a [`ConnHandle::send`] accepted (`Ok`) was either written to the socket or is
+/// counted here.
+#[derive(Debug)]
+pub struct Disconnect {
+    /// Why it ended.
+    pub reason: DisconnectReason,
+    /// Messages still in the send queue (pushed by other threads, never moved to the output
+    /// buffer).
+    pub undelivered_messages: usize,
+    /// Bytes never written to the socket: the rest of the output buffer plus the undelivered
+    /// messages' bytes.
+    pub unsent_bytes: usize,
+}
+
+/// Why a [`ConnHandle::send`] gave its message back.
+#[derive(Debug)]
+pub enum SendError<M> {
+    /// The connection is closed (or closing); it will never send this message.
+    Closed(M),
+    /// The connection's unsent output is over [`Config::high_watermark`]; try later.
+    Full(M),
+    /// The message cannot be encoded.
+    Encode(M, FrameError),
+}
+
+impl<M> SendError<M> {
+    /// The message that was not sent.
+    pub fn into_inner(self) -> M {
+        match self {
+            SendError::Closed(m) | SendError::Full(m) | SendError::Encode(m, _) => m,
+        }
+    }
+}
+
+impl<M> fmt::Display for SendError<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SendError::Closed(_) => f.write_str("connection closed"),
+            SendError::Full(_) => f.write_str("connection output over the high watermark"),
+            SendError::Encode(_, e) => write!(f, "cannot encode message: {e}"),
+        }
+    }
+}
+
+impl<M: fmt::Debug> std::error::Error for SendError<M> {}
+
+/// Callbacks the loop makes, all on the loop thread.
+pub trait Handler<F: Framing> {
+    /// A connection opened (accepted, or an outbound connect completed).
+    fn on_connect(&mut self, conn: &Conn<'_, F>) {
+        let _ = conn;
+    }
+
+    /// One whole decoded message arrived on `conn`.
+    fn on_message(&mut self, conn: &Conn<'_, F>, msg: F::Message);
+
+    /// A connection ended; `id` is never used again.
+    fn on_disconnect(&mut self, id: ConnId, reason: Disconnect) {
+        let _ = (id, reason);
+    }
+
+    /// An outbound connect to `target` failed (refused, unreachable, timed out, or the loop shut
+    /// down first).
+    fn on_connect_failed(&mut self, target: &Endpoint, error: io::Error) {
+        let _ = (target, error);
+    }
+
+    /// `accept` failed. For `EMFILE`/`ENFILE` the loop has already accepted and closed the
+    /// waiting client with its reserve fd, so the listener neither spins nor stalls.
+    fn on_accept_error(&mut self, error: &io::Error) {
+        let _ = error;
+    }
+}
+
+/// What the loop tells its handles: wake-ups and commands.
+#[derive(Debug)]
+pub(crate) enum Command {
+    /// This connection's send queue went from empty to non-empty.
+    Ready(ConnId),
+    /// Begin a graceful shutdown.
+    Shutdown,
+    /// Start an outbound connect.
+    Connect(Endpoint),
+}
+
+/// Counters the loop keeps, readable from any thread through [`LoopHandle::stats`].
+#[derive(Debug, Default)]
+pub(crate) struct StatCells {
+    pub(crate) accepted: AtomicU64,
+    pub(crate) connected: AtomicU64,
+    pub(crate) closed: AtomicU64,
+    pub(crate) accept_errors: AtomicU64,
+    pub(crate) stale_events: AtomicU64,
+    pub(crate) wakeups: AtomicU64,
+    pub(crate) eintr_retries: AtomicU64,
+    pub(crate) requeued: AtomicU64,
+    pub(crate) partial_writes: AtomicU64,
+    pub(crate) write_calls: AtomicU64,
+    pub(crate) read_calls: AtomicU64,
+    pub(crate) turns: AtomicU64,
+}
+
+impl StatCells {
+    pub(crate) fn add(cell: &AtomicU64, n: u64) {
+        // Relaxed: counters are read for reporting only and order nothing.
+        cell.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+/// A snapshot of the loop's counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Stats {
+    /// Connections accepted.
+    pub accepted: u64,
+    /// Outbound connects that completed.
+    pub connected: u64,
+    /// Connections closed (for any reason).
+    pub closed: u64,
+    /// `accept` failures, `EMFILE` included.
+    pub accept_errors: u64,
+    /// Events whose token named a connection generation that no longer exists.
+    pub stale_events: u64,
+    /// Times the loop found its eventfd signalled.
+    pub wakeups: u64,
+    /// `epoll_wait` calls retried after `EINTR`.
+    pub eintr_retries: u64,
+    /// Times a still-readable connection was put on the ready list (fairness budget used up).
+    pub requeued: u64,
+    /// Gathered writes that took fewer bytes than offered.
+    pub partial_writes: u64,
+    /// Gathered-write calls.
+    pub write_calls: u64,
+    /// `read` calls on connections.
+    pub read_calls: u64,
+    /// Loop turns (`epoll_wait` returns).
+    pub turns: u64,
+}
+
+/// The routing entry of one live connection, for [`LoopHandle::send_to`].
+#[derive(Debug)]
+pub(crate) struct Route {
+    pub(crate) id: ConnId,
+    pub(crate) queue: Producer<Vec<u8>>,
+    pub(crate) conn: Arc<ConnShared>,
+}
+
+/// State shared by the loop and every handle.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) waker: EventFd,
+    pub(crate) commands: Producer<Command>,
+    pub(crate) stats: StatCells,
+    pub(crate) known_bad: KnownBad,
+    pub(crate) high_watermark: usize,
+    /// Live connections by slot index.
+    pub(crate) routes: Mutex<Vec<Option<Route>>>,
+    /// The loop thread while `run` executes.
+    pub(crate) loop_thread: Mutex<Option<ThreadId>>,
+}
+
+impl Shared {
+    /// Queues `command` and writes the eventfd if the command queue was empty.
+    pub(crate) fn command(&self, command: Command) -> io::Result<()> {
+        match self.commands.push(command) {
+            Ok(Wake::Needed) => self.waker.signal(),
+            // A wake-up is already pending for the earlier command.
+            Ok(Wake::NotNeeded) => Ok(()),
+            Err(_) => Err(io::Error::new(
+                io::ErrorKind::NotConnected,
+                "event loop has exited",
+            )),
+        }
+    }
+}
+
+/// Per-connection state shared with its handles.
+#[derive(Debug, Default)]
+pub(crate) struct ConnShared {
+    /// Bytes accepted for this connection (queued, or in its output buffer) and not yet
+    /// written to the socket. Only a budget: it orders nothing, so it is accessed `Relaxed`.
+    pub(crate) pending: AtomicUsize,
+}
+
+/// Pushes already-encoded bytes onto a connection's queue, with the budget check.
+fn push_encoded<M>(
+    shared: &Shared,
+    id: ConnId,
+    queue: &Producer<Vec<u8>>,
+    conn: &ConnShared,
+    bytes: Vec<u8>,
+    msg: M,
+) -> Result<(), SendError<M>> {
+    let len = bytes.len();
+    // Relaxed: the budget is advisory; the queue push below is what publishes the bytes.
+    let before = conn.pending.fetch_add(len, Ordering::Relaxed);
+    // An idle connection takes any one message, so a message larger than the watermark can
+    // still be sent.
+    if before > 0 && before + len > shared.high_watermark {
+        conn.pending.fetch_sub(len, Ordering::Relaxed);
+        return Err(SendError::Full(msg));
+    }
+    match queue.push(bytes) {
+        Ok(Wake::Needed) => {
+            // The queue was empty: tell the loop which connection to drain. If the loop has
+            // exited, it closed this queue first and counted the bytes as undelivered, so the
+            // error needs no handling here.
+            let _ = shared.command(Command::Ready(id));
+            Ok(())
+        }
+        // An earlier push on this queue has a wake-up pending that covers this one.
+        Ok(Wake::NotNeeded) => Ok(()),
+        Err(_closed) => {
+            conn.pending.fetch_sub(len, Ordering::Relaxed);
+            Err(SendError::Closed(msg))
+        }
+    }
+}
+
+/// A handle to one connection, for any thread: `Clone + Send` (given a `Send` framing).
+///
+/// [`send`](ConnHandle::send) encodes on the calling thread with the handle's own clone of the
+/// framing, so each thread should use its own clone of the handle.
+/// Once the connection is closed every send fails with [`SendError::Closed`], even after a new
+/// connection got the same fd number: the handle owns a reference to this connection's own send
+/// queue, which the loop closed.
+pub struct ConnHandle<F> {
+    id: ConnId,
+    framing: F,
+    queue: Producer<Vec<u8>>,
+    conn: Arc<ConnShared>,
+    shared: Arc<Shared>,
+}
+
+impl<F: Clone> Clone for ConnHandle<F> {
+    fn clone(&self) -> Self {
+        ConnHandle {
+            id: self.id,
+            framing: self.framing.clone(),
+            queue: self.queue.clone(),
+            conn: Arc::clone(&self.conn),
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl<F> fmt::Debug for ConnHandle<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConnHandle")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<F: Framing> ConnHandle<F> {
+    /// The connection this handle sends to.
+    pub fn id(&self) -> ConnId {
+        self.id
+    }
+
+    /// Encodes `msg` on this thread and queues it for the loop to write.
+    ///
+    /// `Ok` means the loop owns the bytes: they are written to the socket, or counted in
+    /// [`Disconnect::unsent_bytes`] if the connection ends first.
+    ///
+    /// # Errors
+    ///
+    /// Gives `msg` back as [`SendError::Closed`] if the connection is closed or closing,
+    /// [`SendError::Full`] if its unsent output is over [`Config::high_watermark`], or
+    /// [`SendError::Encode`] if the framing refuses it.
+    pub fn send(&mut self, msg: F::Message) -> Result<(), SendError<F::Message>> {
+        let mut bytes = Vec::new();
+        if let Err(e) = self.framing.encode(&msg, &mut bytes) {
+            return Err(SendError::Encode(msg, e));
+        }
+        push_encoded(&self.shared, self.id, &self.queue, &self.conn, bytes, msg)
+    }
+}
+
+/// A handle to the loop, for any thread: shutdown, outbound connects, sends by [`ConnId`], and
+/// counters.
+pub struct LoopHandle<F> {
+    framing: F,
+    shared: Arc<Shared>,
+}
+
+impl<F: Clone> Clone for LoopHandle<F> {
+    fn clone(&self) -> Self {
+        LoopHandle {
+            framing: self.framing.clone(),
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl<F> fmt::Debug for LoopHandle<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LoopHandle").finish_non_exhaustive()
+    }
+}
+
+impl<F: Framing> LoopHandle<F> {
+    /// Asks the loop to shut down gracefully: stop accepting, flush pending output (for at most
+    /// [`Config::shutdown_timeout`]), close every connection, and return from [`Server::run`].
+    ///
+    /// Asking again, or after the loop has exited, does nothing.
+    pub fn shutdown(&self) {
+        // Ignored: an error means the loop has already exited, which is what was asked for.
+        let _ = self.shared.command(Command::Shutdown);
+    }
+
+    /// Starts an outbound connect on the loop; the outcome arrives as
+    /// [`Handler::on_connect`] (with [`Conn::is_outbound`] true) or
+    /// [`Handler::on_connect_failed`].
+    ///
+    /// # Errors
+    ///
+    /// Fails with [`io::ErrorKind::NotConnected`] if the loop has exited.
+    pub fn connect(&self, target: impl Into<Endpoint>) -> io::Result<()> {
+        self.shared.command(Command::Connect(target.into()))
+    }
+
+    /// Encodes `msg` on this thread and queues it for connection `id`.
+    ///
+    /// # Errors
+    ///
+    /// As [`ConnHandle::send`]; an `id` whose connection has closed gets
+    /// [`SendError::Closed`], even when a new connection occupies the same slot and fd number.
+    pub fn send_to(&mut self, id: ConnId, msg: F::Message) -> Result<(), SendError<F::Message>> {
+        let (queue, conn, route_id) = {
+            let routes = self.shared.routes.lock().unwrap_or_else(|e| e.into_inner());
+            let route = routes.get(id.index as usize).and_then(Option::as_ref);
+            let matches =
+                |route: &&Route| route.id == id || self.shared.known_bad == KnownBad::NoGeneration;
+            match route.filter(matches) {
+                Some(route) => (route.queue.clone(), Arc::clone(&route.conn), route.id),
+                None => return Err(SendError::Closed(msg)),
+            }
+        };
+        let mut bytes = Vec::new();
+        if let Err(e) = self.framing.encode(&msg, &mut bytes) {
+            return Err(SendError::Encode(msg, e));
+        }
+        push_encoded(&self.shared, route_id, &queue, &conn, bytes, msg)
+    }
+
+    /// A snapshot of the loop's counters.
+    pub fn stats(&self) -> Stats {
+        let s = &self.shared.stats;
+        let get = |cell: &AtomicU64| cell.load(Ordering::Relaxed);
+        Stats {
+            accepted: get(&s.accepted),
+            connected: get(&s.connected),
+            closed: get(&s.closed),
+            accept_errors: get(&s.accept_errors),
+            stale_events: get(&s.stale_events),
+            wakeups: get(&s.wakeups),
+            eintr_retries: get(&s.eintr_retries),
+            requeued: get(&s.requeued),
+            partial_writes: get(&s.partial_writes),
+            write_calls: get(&s.write_calls),
+            read_calls: get(&s.read_calls),
+            turns: get(&s.turns),
+        }
+    }
+
+    /// Sends `SIGUSR1` to the loop thread while [`Server::run`] executes, so `epoll_wait` fails
+    /// with `EINTR` (tests only; install a handler first with
+    /// [`testing::install_noop_sigusr1`]). Returns whether the loop was running.
+    #[doc(hidden)]
+    pub fn interrupt_loop_thread(&self) -> io::Result<bool> {
+        let thread = self
+            .shared
+            .loop_thread
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        match *thread {
+            Some(thread) => {
+                crate::sys::interrupt_thread(thread, crate::sys::SIGUSR1).map(|()| true)
+            }
+            None => Ok(false),
+        }
+    }
+}
+
+/// The mutable part of a connection a callback may touch.
+struct ConnMut<'a, F> {
+    framing: &'a mut F,
+    out: &'a mut Output,
+    close_requested: &'a mut bool,
+}
+
+/// One connection, as callbacks see it.
+///
+/// Sends made here encode straight into the connection's output buffer (no queue, no
+/// allocation once buffers have grown) and are written when the callback returns.
+pub struct Conn<'a, F> {
+    id: ConnId,
+    peer: &'a Endpoint,
+    fd: BorrowedFd<'a>,
+    outbound: bool,
+    inner: RefCell<ConnMut<'a, F>>,
+    proto: &'a F,
+    queue: &'a Producer<Vec<u8>>,
+    conn: &'a Arc<ConnShared>,
+    shared: &'a Arc<Shared>,
+}
+
+impl<F> fmt::Debug for Conn<'_, F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Conn")
+            .field("id", &self.id)
+            .field("peer", &self.peer)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<F: Framing + Clone> Conn<'_, F> {
+    /// This connection's id.
+    pub fn id(&self) -> ConnId {
+        self.id
+    }
+
+    /// The peer's address.
+    pub fn peer_addr(&self) -> &Endpoint {
+        self.peer
+    }
+
+    /// Whether the loop opened this connection with an outbound connect.
+    pub fn is_outbound(&self) -> bool {
+        self.outbound
+    }
+
+    /// Encodes `msg` onto the output buffer; it is written when the callback returns.
+    ///
+    /// # Errors
+    ///
+    /// Returns the framing's error if `msg` cannot be encoded; nothing is queued then.
+    pub fn send(&self, msg: &F::Message) -> Result<(), FrameError> {
+        let mut inner = self.inner.borrow_mut();
+        let ConnMut { framing, out, .. } = &mut *inner;
+        let added = out.append_with(|buf| framing.encode(msg, buf))?;
+        // Relaxed: the budget is advisory and this thread is the only writer of the buffer.
+        self.conn.pending.fetch_add(added, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Closes the connection gracefully once the callback returns: no more input is delivered,
+    /// output already sent or queued is flushed, then the socket is closed and
+    /// [`Handler::on_disconnect`] reports [`DisconnectReason::Closed`].
+    pub fn close(&self) {
+        *self.inner.borrow_mut().close_requested = true;
+    }
+
+    /// A handle for sending to this connection from any thread.
+    pub fn handle(&self) -> ConnHandle<F> {
+        ConnHandle {
+            id: self.id,
+            framing: self.proto.clone(),
+            queue: self.queue.clone(),
+            conn: Arc::clone(self.conn),
+            shared: Arc::clone(self.shared),
+        }
+    }
+
+    /// A handle to the loop this connection runs on.
+    pub fn loop_handle(&self) -> LoopHandle<F> {
+        LoopHandle {
+            framing: self.proto.clone(),
+            shared: Arc::clone(self.shared),
+        }
+    }
+
+    /// Bytes accepted for this connection and not yet written to its socket.
+    pub fn pending_output(&self) -> usize {
+        self.conn.pending.load(Ordering::Relaxed)
+    }
+}
+
+impl<F> AsFd for Conn<'_, F> {
+    /// The connection's socket, for socket options. Do not read, write or close it.
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd
+    }
+}
+
+impl<F> AsRawFd for Conn<'_, F> {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}

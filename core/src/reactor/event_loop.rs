@@ -1,0 +1,1407 @@
+//! The loop itself: connection slots, the turn, reads, writes, closes and timers.
+
+use std::cell::RefCell;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
+use std::fmt;
+use std::fs::File;
+use std::io;
+use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use super::output::Output;
+use super::{
+    Command, Config, Conn, ConnId, ConnMut, ConnShared, Disconnect, DisconnectReason, Endpoint,
+    Handler, KnownBad, LoopHandle, Route, Shared, StatCells,
+};
+use crate::framing::{Decoded, FrameError, Framing};
+use crate::queue::{self, Consumer, Producer};
+use crate::sys::{self, Epoll, EventFd, Events, Interest};
+
+/// The eventfd's token. Connection tokens never have bit 63 set (generations use 31 bits).
+const WAKER_TOKEN: u64 = u64::MAX;
+/// Listener `i` has token `LISTENER_BIT | i`.
+const LISTENER_BIT: u64 = 1 << 63;
+
+struct Listener {
+    fd: OwnedFd,
+    local: Endpoint,
+    /// A Unix socket path this server created, removed when the listener goes.
+    unix_path: Option<PathBuf>,
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        if let Some(path) = &self.unix_path {
+            // Ignored: the path may already be gone, and a leftover file harms nothing.
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// Undecoded input of one connection: bytes `start..` of `buf`.
+///
+/// Reads land in the loop's shared scratch buffer; only the unfinished tail of a frame is
+/// copied here, so an idle connection holds no input memory.
+#[derive(Default)]
+struct Input {
+    buf: Vec<u8>,
+    start: usize,
+}
+
+impl Input {
+    fn pending(&self) -> &[u8] {
+        &self.buf[self.start..]
+    }
+
+    fn len(&self) -> usize {
+        self.buf.len() - self.start
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.start += n;
+        if self.start == self.buf.len() {
+            self.buf.clear();
+            self.start = 0;
+        }
+    }
+
+    fn append(&mut self, bytes: &[u8]) {
+        if self.start > 0 && self.start >= self.buf.len() / 2 {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
+        self.buf.extend_from_slice(bytes);
+    }
+
+    fn clear(&mut self) {
+        self.buf.clear();
+        self.start = 0;
+    }
+}
+
+enum Phase {
+    /// An outbound connect in progress.
+    Connecting { target: Endpoint, since: Instant },
+    /// Reading and writing.
+    Open,
+    /// Closing: writing what is left, reading nothing.
+    Flushing {
+        reason: DisconnectReason,
+        deadline: Instant,
+    },
+    /// Closing: output flushed and write half shut down; discarding input until the peer's FIN.
+    Lingering {
+        reason: DisconnectReason,
+        deadline: Instant,
+    },
+}
+
+struct Core<F> {
+    id: ConnId,
+    fd: OwnedFd,
+    peer: Endpoint,
+    outbound: bool,
+    framing: F,
+    out: Output,
+    queue: Consumer<Vec<u8>>,
+    producer: Producer<Vec<u8>>,
+    shared: Arc<ConnShared>,
+    phase: Phase,
+    /// The peer's FIN was read.
+    read_eof: bool,
+    /// Reading is paused: unsent output is over the high watermark.
+    paused: bool,
+    on_ready_list: bool,
+    /// The last write hit `EAGAIN`; the next `EPOLLOUT` edge resumes writing.
+    write_blocked: bool,
+    /// Set by [`Conn::close`].
+    close_requested: bool,
+    /// The send queue is closed and its items moved to `out`.
+    queue_closed: bool,
+    last_active: Instant,
+    /// The earliest timer entry this connection has in the heap.
+    timer_at: Option<Instant>,
+}
+
+struct Connection<F> {
+    input: Input,
+    core: Core<F>,
+}
+
+struct Slot<F> {
+    generation: u32,
+    conn: Option<Connection<F>>,
+}
+
+/// How a read pass ended.
+enum ReadEnd {
+    /// `EAGAIN`: wait for the next edge.
+    Drained,
+    /// The fairness budget is used up and the socket may still be readable.
+    Budget,
+    /// Read returned 0: the peer sent FIN.
+    Eof,
+    /// The connection must close.
+    Close(DisconnectReason, bool),
+}
+
+/// An edge-triggered epoll server (and client) that runs on the calling thread.
+///
+/// # Examples
+///
+/// An echo server for newline-delimited messages, shut down from another thread:
+///
+/// ```
+/// use refloop::framing::{Decoded, FrameError, Framing};
+/// use refloop::{Config, Conn, Handler, Server};
+/// use std::io::{BufRead, BufReader, Write};
+///
+/// // A minimal framing: each message is one byte.
+/// #[derive(Clone)]
+/// struct Bytes;
+/// impl Framing for Bytes {
+///     type Message = u8;
+///     fn decode(&mut self, buf: &[u8]) -> Result<Decoded<u8>, FrameError> {
+///         Ok(match buf.first() { Some(&b) => Decoded::Message(b, 1), None => Decoded::NeedMore })
+///     }
+///     fn encode(&mut self, msg: &u8, out: &mut Vec<u8>) -> Result<(), FrameError> {
+///         out.push(*msg);
+///         Ok(())
+///     }
+/// }
+///
+/// struct Echo;
+/// impl Handler<Bytes> for Echo {
+///     fn on_message(&mut self, conn: &Conn<'_, Bytes>, msg: u8) {
+///         conn.send(&msg).expect("one byte always encodes");
+///     }
+/// }
+///
+/// let server = Server::bind("127.0.0.1:0", Bytes, Config::default())?;
+/// let addr = server.local_addr()?;
+/// let handle = server.handle();
+/// let thread = std::thread::spawn(move || server.run(Echo));
+///
+/// let mut client = std::net::TcpStream::connect(addr)?;
+/// client.write_all(b"hi\n")?;
+/// let mut line = String::new();
+/// BufReader::new(&client).read_line(&mut line)?;
+/// assert_eq!(line, "hi\n");
+///
+/// handle.shutdown();
+/// thread.join().expect("loop thread panicked")?;
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub struct Server<F: Framing + Clone> {
+    config: Config,
+    proto: F,
+    max_input: usize,
+    epoll: Epoll,
+    events: Events,
+    listeners: Vec<Listener>,
+    shared: Arc<Shared>,
+    commands: Consumer<Command>,
+    command_buf: Vec<Command>,
+    slots: Vec<Slot<F>>,
+    free: Vec<u32>,
+    live: usize,
+    ready: VecDeque<ConnId>,
+    timers: BinaryHeap<Reverse<(Instant, u64)>>,
+    /// Read buffer shared by all connections.
+    scratch: Vec<u8>,
+    /// The reserve fd closed to make room for accept-and-close under `EMFILE`.
+    spare_fd: Option<File>,
+    /// Accepting stopped (connection limit, or no reserve fd); retried when a connection closes.
+    accept_paused: bool,
+    accept_retry: bool,
+    shutdown_deadline: Option<Instant>,
+    signals_installed: bool,
+    wake_hook: Option<Box<dyn FnMut()>>,
+}
+
+impl<F: Framing + Clone> fmt::Debug for Server<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Server")
+            .field("config", &self.config)
+            .field(
+                "listeners",
+                &self.listeners.iter().map(|l| &l.local).collect::<Vec<_>>(),
+            )
+            .field("connections", &self.live)
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic elsewhere cannot leave the routing table half-updated (every update is one
+    // assignment), so a poisoned lock is still consistent.
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn bump(cell: &std::sync::atomic::AtomicU64) {
+    StatCells::add(cell, 1);
+}
+
+/// Builds the view callbacks get of a connection.
+fn view<'a, F>(core: &'a mut Core<F>, proto: &'a F, shared: &'a Arc<Shared>) -> Conn<'a, F> {
+    let Core {
+        id,
+        fd,
+        peer,
+        outbound,
+        framing,
+        out,
+        producer,
+        shared: conn,
+        close_requested,
+        ..
+    } = core;
+    let fd: &'a OwnedFd = fd;
+    Conn {
+        id: *id,
+        peer,
+        fd: fd.as_fd(),
+        outbound: *outbound,
+        inner: RefCell::new(ConnMut {
+            framing,
+            out,
+            close_requested,
+        }),
+        proto,
+        queue: producer,
+        conn,
+        shared,
+    }
+}
+
+/// Decodes and delivers whole messages from the front of `bytes`; returns the bytes consumed.
+///
+/// Stops at an incomplete frame or when the handler closes the connection.
+fn deliver<F: Framing, H: Handler<F>>(
+    bytes: &[u8],
+    conn: &Conn<'_, F>,
+    handler: &mut H,
+) -> Result<usize, FrameError> {
+    let mut used = 0;
+    while used < bytes.len() && !*conn.inner.borrow().close_requested {
+        let decoded = conn.inner.borrow_mut().framing.decode(&bytes[used..])?;
+        match decoded {
+            Decoded::Message(msg, n) => {
+                if n == 0 || n > bytes.len() - used {
+                    return Err(FrameError::Malformed(
+                        "framing reported an impossible consumed length".into(),
+                    ));
+                }
+                used += n;
+                handler.on_message(conn, msg);
+            }
+            Decoded::NeedMore => break,
+        }
+    }
+    Ok(used)
+}
+
+fn error_reason(e: io::Error) -> DisconnectReason {
+    if sys::is_reset(&e) {
+        DisconnectReason::Reset
+    } else {
+        DisconnectReason::Error(e)
+    }
+}
+
+impl<F: Framing + Clone> Server<F> {
+    /// A loop with no listeners yet (add some with [`listen`](Server::listen) and
+    /// [`listen_unix`](Server::listen_unix), or use it for outbound connections only).
+    ///
+    /// # Errors
+    ///
+    /// Fails if the epoll instance or the eventfd cannot be created.
+    pub fn new(framing: F, config: Config) -> io::Result<Server<F>> {
+        let epoll = Epoll::new()?;
+        let waker = EventFd::new()?;
+        epoll.add(
+            waker.as_fd(),
+            WAKER_TOKEN,
+            Interest {
+                readable: true,
+                writable: false,
+            },
+        )?;
+        let (commands_tx, commands) = queue::channel();
+        let shared = Arc::new(Shared {
+            waker,
+            commands: commands_tx,
+            stats: StatCells::default(),
+            known_bad: config.known_bad,
+            high_watermark: config.high_watermark,
+            routes: Mutex::new(Vec::new()),
+            loop_thread: Mutex::new(None),
+        });
+        let max_input = framing.max_buffered().unwrap_or(config.max_frame_len);
+        Ok(Server {
+            events: Events::with_capacity(config.events_capacity),
+            scratch: vec![0; config.read_chunk.max(1)],
+            config,
+            proto: framing,
+            max_input,
+            epoll,
+            listeners: Vec::new(),
+            shared,
+            commands,
+            command_buf: Vec::new(),
+            slots: Vec::new(),
+            free: Vec::new(),
+            live: 0,
+            ready: VecDeque::new(),
+            timers: BinaryHeap::new(),
+            // Without /dev/null the loop still works; it pauses accepting under EMFILE instead.
+            spare_fd: File::open("/dev/null").ok(),
+            accept_paused: false,
+            accept_retry: false,
+            shutdown_deadline: None,
+            signals_installed: false,
+            wake_hook: None,
+        })
+    }
+
+    /// A loop listening on TCP `addr` (IPv4 or IPv6; port 0 picks a free port, see
+    /// [`local_addr`](Server::local_addr)).
+    ///
+    /// # Errors
+    ///
+    /// Fails if the address cannot be resolved or bound, or as [`Server::new`].
+    pub fn bind(addr: impl ToSocketAddrs, framing: F, config: Config) -> io::Result<Server<F>> {
+        let mut server = Server::new(framing, config)?;
+        server.listen(addr)?;
+        Ok(server)
+    }
+
+    /// A loop listening on a Unix-domain stream socket at `path` (removed again when the
+    /// listener closes).
+    ///
+    /// # Errors
+    ///
+    /// Fails if `path` cannot be bound (for example it exists), or as [`Server::new`].
+    pub fn bind_unix(path: impl AsRef<Path>, framing: F, config: Config) -> io::Result<Server<F>> {
+        let mut server = Server::new(framing, config)?;
+        server.listen_unix(path)?;
+        Ok(server)
+    }
+
+    /// Adds a TCP listener; returns its bound address.
+    ///
+    /// # Errors
+    ///
+    /// Fails if the address cannot be resolved or bound.
+    pub fn listen(&mut self, addr: impl ToSocketAddrs) -> io::Result<SocketAddr> {
+        let listener = TcpListener::bind(addr)?;
+        listener.set_nonblocking(true)?;
+        let local = listener.local_addr()?;
+        self.add_listener(OwnedFd::from(listener), Endpoint::Tcp(local), None)?;
+        Ok(local)
+    }
+
+    /// Adds a Unix-domain stream listener at `path`.
+    ///
+    /// # Errors
+    ///
+    /// Fails if `path` cannot be bound.
+    pub fn listen_unix(&mut self, path: impl AsRef<Path>) -> io::Result<()> {
+        let path = path.as_ref();
+        let listener = UnixListener::bind(path)?;
+        listener.set_nonblocking(true)?;
+        let local = Endpoint::Unix(Some(path.to_path_buf()));
+        self.add_listener(OwnedFd::from(listener), local, Some(path.to_path_buf()))
+    }
+
+    fn add_listener(
+        &mut self,
+        fd: OwnedFd,
+        local: Endpoint,
+        unix_path: Option<PathBuf>,
+    ) -> io::Result<()> {
+        let token = LISTENER_BIT | self.listeners.len() as u64;
+        let listener = Listener {
+            fd,
+            local,
+            unix_path,
+        };
+        self.epoll.add(
+            listener.fd.as_fd(),
+            token,
+            Interest {
+                readable: true,
+                writable: false,
+            },
+        )?;
+        self.listeners.push(listener);
+        Ok(())
+    }
+
+    /// The address of the first TCP listener.
+    ///
+    /// # Errors
+    ///
+    /// Fails with [`io::ErrorKind::NotFound`] if there is no TCP listener.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listeners
+            .iter()
+            .find_map(|l| match l.local {
+                Endpoint::Tcp(addr) => Some(addr),
+                Endpoint::Unix(_) => None,
+            })
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no TCP listener"))
+    }
+
+    /// Every listener's address, in the order they were added.
+    pub fn local_endpoints(&self) -> Vec<Endpoint> {
+        self.listeners.iter().map(|l| l.local.clone()).collect()
+    }
+
+    /// A handle to this loop for any thread.
+    pub fn handle(&self) -> LoopHandle<F> {
+        LoopHandle {
+            framing: self.proto.clone(),
+            shared: Arc::clone(&self.shared),
+        }
+    }
+
+    /// Queues an outbound connect, started when [`run`](Server::run) begins; see
+    /// [`LoopHandle::connect`].
+    ///
+    /// # Errors
+    ///
+    /// Does not fail before `run`; the connect's own outcome goes to the handler.
+    pub fn connect(&mut self, target: impl Into<Endpoint>) -> io::Result<()> {
+        self.shared.command(Command::Connect(target.into()))
+    }
+
+    /// Makes `SIGINT` and `SIGTERM` start a graceful shutdown of this loop.
+    ///
+    /// The signal handler only sets a flag and writes this loop's eventfd, both
+    /// async-signal-safe. One loop per process can own these signals; the last call wins.
+    ///
+    /// # Errors
+    ///
+    /// Fails if `sigaction` fails.
+    pub fn shutdown_on_termination_signals(&mut self) -> io::Result<()> {
+        sys::install_termination_handler(&self.shared.waker)?;
+        self.signals_installed = true;
+        Ok(())
+    }
+
+    /// Runs `hook` on the loop thread between its two wake-up steps (eventfd reset and queue
+    /// drain, in whichever order the variant uses), so a test can land a push exactly there.
+    #[doc(hidden)]
+    pub fn set_wake_hook(&mut self, hook: impl FnMut() + 'static) {
+        self.wake_hook = Some(Box::new(hook));
+    }
+
+    /// Runs the loop on this thread until a shutdown completes, then returns the handler.
+    ///
+    /// # Errors
+    ///
+    /// Fails only if epoll itself fails; every connection is closed (reported with
+    /// [`DisconnectReason::Shutdown`]) before the error is returned.
+    pub fn run<H: Handler<F>>(mut self, mut handler: H) -> io::Result<H> {
+        *lock(&self.shared.loop_thread) = Some(sys::current_thread());
+        let result = self.run_turns(&mut handler);
+        *lock(&self.shared.loop_thread) = None;
+        // Whatever ended the loop, nothing is left open: close the rest, refuse new commands.
+        let ids: Vec<ConnId> = self.live_ids();
+        for id in ids {
+            self.finish(id, None, &mut handler);
+        }
+        for command in self.commands.close() {
+            if let Command::Connect(target) = command {
+                handler.on_connect_failed(&target, shutting_down_error());
+            }
+        }
+        result.map(|()| handler)
+    }
+
+    fn live_ids(&self) -> Vec<ConnId> {
+        self.slots
+            .iter()
+            .filter_map(|slot| slot.conn.as_ref().map(|c| c.core.id))
+            .collect()
+    }
+
+    fn run_turns<H: Handler<F>>(&mut self, handler: &mut H) -> io::Result<()> {
+        loop {
+            let now = Instant::now();
+            if let Some(deadline) = self.shutdown_deadline {
+                if self.live == 0 {
+                    return Ok(());
+                }
+                if now >= deadline {
+                    // The flush bound is over: close what is left, counting what it did not send.
+                    for id in self.live_ids() {
+                        self.finish(id, None, handler);
+                    }
+                    return Ok(());
+                }
+            }
+            let deadline = if !self.ready.is_empty() || self.accept_retry {
+                Some(now)
+            } else {
+                let timer = self.timers.peek().map(|Reverse((at, _))| *at);
+                match (timer, self.shutdown_deadline) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                }
+            };
+            let mut interrupted = 0;
+            let retry = self.config.known_bad != KnownBad::EintrFatal;
+            let waited = self
+                .epoll
+                .wait(&mut self.events, deadline, retry, &mut interrupted);
+            StatCells::add(&self.shared.stats.eintr_retries, interrupted);
+            waited?;
+            bump(&self.shared.stats.turns);
+
+            for i in 0..self.events.len() {
+                let event = self.events.get(i);
+                if event.token == WAKER_TOKEN {
+                    self.on_wake(handler);
+                } else if event.token & LISTENER_BIT != 0 {
+                    let index = (event.token & !LISTENER_BIT) as usize;
+                    self.accept_all(index, handler);
+                } else {
+                    self.on_conn_event(event, handler);
+                }
+            }
+
+            // Connections that used up their budget last turn: served again without an edge.
+            let again = self.ready.len();
+            for _ in 0..again {
+                let Some(id) = self.ready.pop_front() else {
+                    break;
+                };
+                if let Some(conn) = self.conn_mut(id) {
+                    conn.core.on_ready_list = false;
+                    self.service(id, true, false, handler);
+                }
+            }
+
+            if std::mem::take(&mut self.accept_retry) {
+                self.accept_paused = false;
+                for index in 0..self.listeners.len() {
+                    self.accept_all(index, handler);
+                }
+            }
+            self.expire_timers(Instant::now(), handler);
+            // Acquire pairs with the signal handler's Release store.
+            if self.signals_installed && sys::TERMINATION_REQUESTED.load(Ordering::Acquire) {
+                self.begin_shutdown(handler);
+            }
+        }
+    }
+
+    fn conn_mut(&mut self, id: ConnId) -> Option<&mut Connection<F>> {
+        let ignore_generation = self.config.known_bad == KnownBad::NoGeneration;
+        let slot = self.slots.get_mut(id.index as usize)?;
+        let conn = slot.conn.as_mut()?;
+        (ignore_generation || conn.core.id == id).then_some(conn)
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Wake-ups and commands
+    // -----------------------------------------------------------------------------------------
+
+    fn on_wake<H: Handler<F>>(&mut self, handler: &mut H) {
+        if self.config.known_bad == KnownBad::DrainBeforeEventfdReset {
+            // KNOWN-BAD: a push landing between this drain and the reset loses its wake-up.
+            self.take_commands();
+            if let Some(hook) = self.wake_hook.as_mut() {
+                hook();
+            }
+            self.reset_waker();
+        } else {
+            // Reset first: any push after this point writes the eventfd again.
+            self.reset_waker();
+            if let Some(hook) = self.wake_hook.as_mut() {
+                hook();
+            }
+            self.take_commands();
+        }
+        let mut commands = std::mem::take(&mut self.command_buf);
+        for command in commands.drain(..) {
+            match command {
+                Command::Ready(id) => self.drain_send_queue(id, handler),
+                Command::Shutdown => self.begin_shutdown(handler),
+                Command::Connect(target) => self.start_connect(target, handler),
+            }
+        }
+        self.command_buf = commands;
+    }
+
+    fn reset_waker(&mut self) {
+        match self.shared.waker.reset() {
+            Ok(0) => {}
+            Ok(_) => bump(&self.shared.stats.wakeups),
+            // Reading an eventfd we own cannot fail except with EAGAIN (mapped to Ok(0)); if it
+            // somehow does, the commands are still drained below, so nothing is lost.
+            Err(_) => {}
+        }
+    }
+
+    fn take_commands(&mut self) {
+        self.command_buf.extend(self.commands.drain());
+    }
+
+    fn drain_send_queue<H: Handler<F>>(&mut self, id: ConnId, handler: &mut H) {
+        let Some(conn) = self.conn_mut(id) else {
+            return;
+        };
+        let core = &mut conn.core;
+        if core.queue_closed || matches!(core.phase, Phase::Connecting { .. }) {
+            return;
+        }
+        for bytes in core.queue.drain() {
+            core.out.push_chunk(bytes);
+        }
+        let id = core.id;
+        self.after_io(id, handler);
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Accepting and connecting
+    // -----------------------------------------------------------------------------------------
+
+    fn accept_all<H: Handler<F>>(&mut self, index: usize, handler: &mut H) {
+        if self.shutdown_deadline.is_some() || index >= self.listeners.len() {
+            return;
+        }
+        loop {
+            if self.live >= self.config.max_connections {
+                // Clients wait in the backlog; a close sets `accept_retry`.
+                self.accept_paused = true;
+                return;
+            }
+            let accepted = sys::accept(self.listeners[index].fd.as_fd());
+            match accepted {
+                Ok((fd, peer)) => {
+                    bump(&self.shared.stats.accepted);
+                    match self.register(fd, peer, false, Phase::Open) {
+                        Ok(id) => self.opened(id, handler),
+                        Err(e) => handler.on_accept_error(&e),
+                    }
+                    if self.config.known_bad == KnownBad::AcceptOnce {
+                        // KNOWN-BAD: the rest of the backlog waits for an edge that never comes.
+                        return;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if sys::is_transient_accept_error(&e) => continue,
+                Err(e) if sys::is_fd_exhaustion(&e) => {
+                    bump(&self.shared.stats.accept_errors);
+                    handler.on_accept_error(&e);
+                    if self.config.known_bad == KnownBad::NoReserveFd {
+                        // KNOWN-BAD: stop; the edge-triggered listener never fires again for
+                        // the clients already queued.
+                        return;
+                    }
+                    match self.spare_fd.take() {
+                        Some(spare) => {
+                            // Free one fd, take the waiting client with it and close it at
+                            // once, so the client sees a close instead of hanging.
+                            drop(spare);
+                            if let Ok((client, _)) = sys::accept(self.listeners[index].fd.as_fd()) {
+                                drop(client);
+                            }
+                            self.spare_fd = File::open("/dev/null").ok();
+                        }
+                        None => {
+                            self.spare_fd = File::open("/dev/null").ok();
+                            if self.spare_fd.is_none() {
+                                // No fd at all: retry when a connection closes.
+                                self.accept_paused = true;
+                                return;
+                            }
+                        }
+                    }
+                }
+                Err(e) => {
+                    bump(&self.shared.stats.accept_errors);
+                    handler.on_accept_error(&e);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn start_connect<H: Handler<F>>(&mut self, target: Endpoint, handler: &mut H) {
+        if self.shutdown_deadline.is_some() {
+            handler.on_connect_failed(&target, shutting_down_error());
+            return;
+        }
+        if self.live >= self.config.max_connections {
+            let e = io::Error::other("connection limit reached");
+            handler.on_connect_failed(&target, e);
+            return;
+        }
+        let (fd, in_progress) = match sys::connect(&target) {
+            Ok(started) => started,
+            Err(e) => return handler.on_connect_failed(&target, e),
+        };
+        let phase = Phase::Connecting {
+            target: target.clone(),
+            since: Instant::now(),
+        };
+        match self.register(fd, target.clone(), true, phase) {
+            Ok(id) if in_progress => self.arm_timer(id),
+            Ok(id) => self.complete_connect(id, handler),
+            Err(e) => handler.on_connect_failed(&target, e),
+        }
+    }
+
+    fn complete_connect<H: Handler<F>>(&mut self, id: ConnId, handler: &mut H) {
+        let Some(conn) = self.conn_mut(id) else {
+            return;
+        };
+        let outcome = match sys::take_error(conn.core.fd.as_fd()) {
+            Ok(None) => Ok(()),
+            Ok(Some(e)) | Err(e) => Err(e),
+        };
+        match outcome {
+            Ok(()) => {
+                conn.core.phase = Phase::Open;
+                conn.core.last_active = Instant::now();
+                bump(&self.shared.stats.connected);
+                self.opened(id, handler);
+            }
+            Err(e) => self.fail_connect(id, e, handler),
+        }
+    }
+
+    fn fail_connect<H: Handler<F>>(&mut self, id: ConnId, error: io::Error, handler: &mut H) {
+        if let Some(conn) = self.release(id) {
+            if let Phase::Connecting { target, .. } = &conn.core.phase {
+                handler.on_connect_failed(target, error);
+            }
+        }
+    }
+
+    /// Puts a new socket in a slot and registers it with epoll.
+    fn register(
+        &mut self,
+        fd: OwnedFd,
+        peer: Endpoint,
+        outbound: bool,
+        phase: Phase,
+    ) -> io::Result<ConnId> {
+        if let Endpoint::Tcp(_) = peer {
+            if self.config.nodelay {
+                sys::set_nodelay(fd.as_fd())?;
+            }
+        }
+        if let Some(bytes) = self.config.send_buffer_size {
+            sys::set_send_buffer(fd.as_fd(), bytes)?;
+        }
+        if let Some(bytes) = self.config.recv_buffer_size {
+            sys::set_recv_buffer(fd.as_fd(), bytes)?;
+        }
+        let index = match self.free.pop() {
+            Some(index) => index,
+            None => {
+                let index = u32::try_from(self.slots.len())
+                    .map_err(|_| io::Error::other("too many connection slots"))?;
+                self.slots.push(Slot {
+                    generation: 1,
+                    conn: None,
+                });
+                index
+            }
+        };
+        let id = ConnId {
+            index,
+            generation: self.slots[index as usize].generation,
+        };
+        if let Err(e) = self.epoll.add(
+            fd.as_fd(),
+            id.token(),
+            Interest {
+                readable: true,
+                writable: true,
+            },
+        ) {
+            self.free.push(index);
+            return Err(e);
+        }
+        let (producer, queue) = queue::channel();
+        let shared = Arc::new(ConnShared::default());
+        {
+            let mut routes = lock(&self.shared.routes);
+            if routes.len() <= index as usize {
+                routes.resize_with(index as usize + 1, || None);
+            }
+            routes[index as usize] = Some(Route {
+                id,
+                queue: producer.clone(),
+                conn: Arc::clone(&shared),
+            });
+        }
+        self.slots[index as usize].conn = Some(Connection {
+            input: Input::default(),
+            core: Core {
+                id,
+                fd,
+                peer,
+                outbound,
+                framing: self.proto.clone(),
+                out: Output::default(),
+                queue,
+                producer,
+                shared,
+                phase,
+                read_eof: false,
+                paused: false,
+                on_ready_list: false,
+                write_blocked: false,
+                close_requested: false,
+                queue_closed: false,
+                last_active: Instant::now(),
+                timer_at: None,
+            },
+        });
+        self.live += 1;
+        Ok(id)
+    }
+
+    /// Tells the handler a connection is open, then acts on what it did.
+    fn opened<H: Handler<F>>(&mut self, id: ConnId, handler: &mut H) {
+        let Server {
+            slots,
+            proto,
+            shared,
+            ..
+        } = self;
+        let Some(conn) = slots
+            .get_mut(id.index as usize)
+            .and_then(|s| s.conn.as_mut())
+        else {
+            return;
+        };
+        handler.on_connect(&view(&mut conn.core, proto, shared));
+        self.arm_timer(id);
+        self.after_io(id, handler);
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Connection events
+    // -----------------------------------------------------------------------------------------
+
+    fn on_conn_event<H: Handler<F>>(&mut self, event: sys::Event, handler: &mut H) {
+        let id = ConnId::from_token(event.token);
+        let Some(conn) = self.conn_mut(id) else {
+            bump(&self.shared.stats.stale_events);
+            return;
+        };
+        let id = conn.core.id;
+        if let Phase::Connecting { .. } = conn.core.phase {
+            if event.writable || event.error || event.hup {
+                self.complete_connect(id, handler);
+            }
+            return;
+        }
+        if event.error {
+            match sys::take_error(conn.core.fd.as_fd()) {
+                Ok(Some(e)) => return self.finish(id, Some(error_reason(e)), handler),
+                // No pending error after all: the read and write below find out what happened.
+                Ok(None) => {}
+                Err(e) => return self.finish(id, Some(DisconnectReason::Error(e)), handler),
+            }
+        }
+        if event.writable {
+            conn.core.write_blocked = false;
+        }
+        let readable = event.readable || event.read_hup || event.hup;
+        self.service(id, readable, event.writable, handler);
+    }
+
+    /// Reads (if `readable`), then writes and applies state changes.
+    fn service<H: Handler<F>>(
+        &mut self,
+        id: ConnId,
+        readable: bool,
+        _writable: bool,
+        handler: &mut H,
+    ) {
+        let Some(conn) = self.conn_mut(id) else {
+            return;
+        };
+        match conn.core.phase {
+            Phase::Connecting { .. } => return,
+            Phase::Lingering { .. } => {
+                if readable {
+                    self.discard_input(id, handler);
+                }
+                return;
+            }
+            Phase::Flushing { .. } | Phase::Open => {}
+        }
+        let open = matches!(conn.core.phase, Phase::Open);
+        if open && readable && !conn.core.read_eof && !conn.core.paused {
+            match self.read_input(id, handler) {
+                ReadEnd::Drained => {}
+                ReadEnd::Budget => self.requeue(id),
+                ReadEnd::Eof => {
+                    if self.config.known_bad == KnownBad::CloseOnReadHup {
+                        // KNOWN-BAD: drop pending output on the floor.
+                        return self.finish(id, Some(DisconnectReason::PeerClosed), handler);
+                    }
+                    return self.begin_close(id, DisconnectReason::PeerClosed, handler);
+                }
+                ReadEnd::Close(reason, true) => return self.begin_close(id, reason, handler),
+                ReadEnd::Close(reason, false) => return self.finish(id, Some(reason), handler),
+            }
+        }
+        self.after_io(id, handler);
+    }
+
+    fn requeue(&mut self, id: ConnId) {
+        if let Some(conn) = self.conn_mut(id) {
+            if !conn.core.on_ready_list {
+                conn.core.on_ready_list = true;
+                self.ready.push_back(id);
+                bump(&self.shared.stats.requeued);
+            }
+        }
+    }
+
+    /// Reads until `EAGAIN`, EOF or the fairness budget, delivering whole messages.
+    fn read_input<H: Handler<F>>(&mut self, id: ConnId, handler: &mut H) -> ReadEnd {
+        let Server {
+            slots,
+            proto,
+            shared,
+            scratch,
+            config,
+            max_input,
+            ..
+        } = self;
+        let Some(conn) = slots
+            .get_mut(id.index as usize)
+            .and_then(|s| s.conn.as_mut())
+        else {
+            return ReadEnd::Drained;
+        };
+        let Connection { input, core } = conn;
+        let mut budget_used = 0;
+        loop {
+            if core.close_requested {
+                return ReadEnd::Close(DisconnectReason::Closed, true);
+            }
+            if core.paused {
+                return ReadEnd::Drained;
+            }
+            bump(&shared.stats.read_calls);
+            let n = match sys::read(core.fd.as_fd(), scratch) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return ReadEnd::Drained,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return ReadEnd::Close(error_reason(e), false),
+            };
+            if n == 0 {
+                core.read_eof = true;
+                let conn_view = view(core, proto, shared);
+                let tail = conn_view
+                    .inner
+                    .borrow_mut()
+                    .framing
+                    .decode_eof(input.pending());
+                input.clear();
+                match tail {
+                    Ok(Some(msg)) => handler.on_message(&conn_view, msg),
+                    Ok(None) => {}
+                    Err(e) => return ReadEnd::Close(DisconnectReason::Framing(e), true),
+                }
+                return ReadEnd::Eof;
+            }
+            core.last_active = Instant::now();
+            budget_used += n;
+            let conn_view = view(core, proto, shared);
+            let delivered = if input.len() == 0 {
+                // The common case: decode straight from the scratch buffer, keep only a tail.
+                deliver(&scratch[..n], &conn_view, handler).map(|used| {
+                    input.append(&scratch[used..n]);
+                })
+            } else {
+                input.append(&scratch[..n]);
+                deliver(input.pending(), &conn_view, handler).map(|used| input.consume(used))
+            };
+            if let Err(e) = delivered {
+                return ReadEnd::Close(DisconnectReason::Framing(e), true);
+            }
+            if core.close_requested {
+                return ReadEnd::Close(DisconnectReason::Closed, true);
+            }
+            if input.len() > *max_input {
+                let e = FrameError::TooLong {
+                    limit: *max_input,
+                    declared: input.len() as u64,
+                };
+                return ReadEnd::Close(DisconnectReason::Framing(e), true);
+            }
+            if config.known_bad == KnownBad::ReadOnce {
+                // KNOWN-BAD: wait for another edge that may never come.
+                return ReadEnd::Drained;
+            }
+            if budget_used >= config.fairness_budget && config.known_bad != KnownBad::NoFairness {
+                return ReadEnd::Budget;
+            }
+        }
+    }
+
+    /// Reads and drops input while lingering; closes at EOF or error.
+    fn discard_input<H: Handler<F>>(&mut self, id: ConnId, handler: &mut H) {
+        let mut budget_used = 0;
+        loop {
+            let Server {
+                slots,
+                scratch,
+                shared,
+                ..
+            } = &mut *self;
+            let Some(conn) = slots
+                .get_mut(id.index as usize)
+                .and_then(|s| s.conn.as_mut())
+            else {
+                return;
+            };
+            bump(&shared.stats.read_calls);
+            match sys::read(conn.core.fd.as_fd(), scratch) {
+                Ok(0) => return self.finish(id, None, handler),
+                Ok(n) => {
+                    budget_used += n;
+                    if budget_used >= self.config.fairness_budget {
+                        return self.requeue(id);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                // The peer is gone; it got what we sent before it reset.
+                Err(_) => return self.finish(id, None, handler),
+            }
+        }
+    }
+
+    /// After callbacks or queue drains: honour a close request, write, apply backpressure.
+    fn after_io<H: Handler<F>>(&mut self, id: ConnId, handler: &mut H) {
+        let (high, low) = (self.config.high_watermark, self.config.low_watermark);
+        let Some(conn) = self.conn_mut(id) else {
+            return;
+        };
+        if conn.core.close_requested && matches!(conn.core.phase, Phase::Open) {
+            return self.begin_close(id, DisconnectReason::Closed, handler);
+        }
+        if let Err(e) = self.flush(id) {
+            return self.finish(id, Some(error_reason(e)), handler);
+        }
+        let Some(conn) = self.conn_mut(id) else {
+            return;
+        };
+        let core = &mut conn.core;
+        match core.phase {
+            Phase::Flushing { .. } if core.out.is_empty() => self.after_flushed(id, handler),
+            Phase::Open => {
+                let len = core.out.len();
+                if !core.paused && len > high {
+                    core.paused = true;
+                } else if core.paused && len < low {
+                    core.paused = false;
+                    // Input may have arrived while paused, with no edge left to report it.
+                    self.requeue(id);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Writes pending output until done or `EAGAIN`.
+    fn flush(&mut self, id: ConnId) -> io::Result<()> {
+        let drop_rest = self.config.known_bad == KnownBad::DropPartialWriteRest;
+        let Some(conn) = self.conn_mut(id) else {
+            return Ok(());
+        };
+        let core = &mut conn.core;
+        if core.out.is_empty() || core.write_blocked {
+            return Ok(());
+        }
+        let report = core.out.write_to(core.fd.as_fd(), drop_rest);
+        let report = report?;
+        if report.written > 0 {
+            core.last_active = Instant::now();
+        }
+        if drop_rest {
+            // The bad variant also forgets the dropped bytes in the budget.
+            core.shared.pending.store(core.out.len(), Ordering::Relaxed);
+        } else {
+            // Relaxed: the budget is advisory.
+            core.shared
+                .pending
+                .fetch_sub(report.written, Ordering::Relaxed);
+        }
+        core.write_blocked = report.blocked;
+        let stats = &self.shared.stats;
+        StatCells::add(&stats.write_calls, report.calls);
+        StatCells::add(&stats.partial_writes, report.partial);
+        Ok(())
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Closing
+    // -----------------------------------------------------------------------------------------
+
+    /// Starts a graceful close: stop reading, flush everything accepted so far, then close.
+    fn begin_close<H: Handler<F>>(
+        &mut self,
+        id: ConnId,
+        reason: DisconnectReason,
+        handler: &mut H,
+    ) {
+        let linger = self.config.close_linger;
+        let shutdown_deadline = self.shutdown_deadline;
+        let Some(conn) = self.conn_mut(id) else {
+            return;
+        };
+        let core = &mut conn.core;
+        if !matches!(core.phase, Phase::Open) {
+            return;
+        }
+        let mut deadline = Instant::now() + linger;
+        if let Some(at) = shutdown_deadline {
+            deadline = deadline.min(at);
+        }
+        core.phase = Phase::Flushing { reason, deadline };
+        // No more sends: whatever was queued before this point is still delivered.
+        for bytes in core.queue.close() {
+            core.out.push_chunk(bytes);
+        }
+        core.queue_closed = true;
+        conn.input.clear();
+        self.arm_timer(id);
+        self.after_io(id, handler);
+    }
+
+    /// Output is flushed: close now if the peer already sent FIN, else shut down our write half
+    /// and wait (bounded) for its FIN.
+    fn after_flushed<H: Handler<F>>(&mut self, id: ConnId, handler: &mut H) {
+        let Some(conn) = self.conn_mut(id) else {
+            return;
+        };
+        let core = &mut conn.core;
+        let Phase::Flushing { reason, deadline } = std::mem::replace(&mut core.phase, Phase::Open)
+        else {
+            return;
+        };
+        if core.read_eof {
+            core.phase = Phase::Flushing { reason, deadline };
+            return self.finish(id, None, handler);
+        }
+        if let Err(e) = sys::shutdown_write(core.fd.as_fd()) {
+            core.phase = Phase::Flushing { reason, deadline };
+            // The peer is already gone; the close below is all that is left to do.
+            let _ = e;
+            return self.finish(id, None, handler);
+        }
+        core.phase = Phase::Lingering { reason, deadline };
+        // Input that arrived earlier produced its edge already: read it now.
+        self.discard_input(id, handler);
+    }
+
+    /// Closes a connection now and reports it. `reason: None` keeps the reason of the close
+    /// already under way (or [`DisconnectReason::Shutdown`]).
+    fn finish<H: Handler<F>>(
+        &mut self,
+        id: ConnId,
+        reason: Option<DisconnectReason>,
+        handler: &mut H,
+    ) {
+        let Some(mut conn) = self.release(id) else {
+            return;
+        };
+        let phase = std::mem::replace(&mut conn.core.phase, Phase::Open);
+        let reason = match (reason, phase) {
+            (Some(reason), _) => reason,
+            (None, Phase::Flushing { reason, .. } | Phase::Lingering { reason, .. }) => reason,
+            (None, Phase::Open | Phase::Connecting { .. }) => DisconnectReason::Shutdown,
+        };
+        let mut undelivered_messages = 0;
+        let mut unsent_bytes = conn.core.out.discard();
+        if !conn.core.queue_closed {
+            for bytes in conn.core.queue.close() {
+                undelivered_messages += 1;
+                unsent_bytes += bytes.len();
+            }
+        }
+        drop(conn);
+        bump(&self.shared.stats.closed);
+        handler.on_disconnect(
+            id,
+            Disconnect {
+                reason,
+                undelivered_messages,
+                unsent_bytes,
+            },
+        );
+    }
+
+    /// Removes a connection from epoll, the routes and its slot; the fd closes when the
+    /// returned connection drops.
+    fn release(&mut self, id: ConnId) -> Option<Connection<F>> {
+        let index = id.index as usize;
+        let slot = self.slots.get_mut(index)?;
+        let matches = slot.conn.as_ref().is_some_and(|c| c.core.id == id);
+        if !matches {
+            return None;
+        }
+        let conn = slot.conn.take()?;
+        if self.config.known_bad != KnownBad::CloseWithoutDelete {
+            // EPOLL_CTL_DEL before close: epoll tracks the file description, which a duplicate
+            // fd would keep alive. Ignored on failure: the fd is closed right after anyway.
+            let _ = self.epoll.delete(conn.core.fd.as_fd());
+        }
+        slot.generation = match (slot.generation + 1) & ConnId::GENERATION_MASK {
+            0 => 1,
+            g => g,
+        };
+        self.free.push(id.index);
+        self.live -= 1;
+        {
+            let mut routes = lock(&self.shared.routes);
+            if let Some(route) = routes.get_mut(index) {
+                *route = None;
+            }
+        }
+        if self.accept_paused {
+            self.accept_retry = true;
+        }
+        Some(conn)
+    }
+
+    fn begin_shutdown<H: Handler<F>>(&mut self, handler: &mut H) {
+        if self.shutdown_deadline.is_some() {
+            return;
+        }
+        let deadline = Instant::now() + self.config.shutdown_timeout;
+        self.shutdown_deadline = Some(deadline);
+        for listener in self.listeners.drain(..) {
+            // Ignored: the listener closes right after anyway.
+            let _ = self.epoll.delete(listener.fd.as_fd());
+        }
+        for id in self.live_ids() {
+            let Some(conn) = self.conn_mut(id) else {
+                continue;
+            };
+            match &mut conn.core.phase {
+                Phase::Connecting { .. } => self.fail_connect(id, shutting_down_error(), handler),
+                Phase::Open => self.begin_close(id, DisconnectReason::Shutdown, handler),
+                Phase::Flushing { deadline: at, .. } | Phase::Lingering { deadline: at, .. } => {
+                    *at = (*at).min(deadline);
+                    self.arm_timer(id);
+                }
+            }
+        }
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Timers
+    // -----------------------------------------------------------------------------------------
+
+    /// When `core` next needs attention from the timer.
+    fn due(&self, core: &Core<F>) -> Option<Instant> {
+        match &core.phase {
+            Phase::Connecting { since, .. } => self.config.idle_timeout.map(|t| *since + t),
+            Phase::Open => self.config.idle_timeout.map(|t| core.last_active + t),
+            Phase::Flushing { deadline, .. } | Phase::Lingering { deadline, .. } => Some(*deadline),
+        }
+    }
+
+    fn arm_timer(&mut self, id: ConnId) {
+        let Some(conn) = self
+            .slots
+            .get(id.index as usize)
+            .and_then(|s| s.conn.as_ref())
+        else {
+            return;
+        };
+        let Some(due) = self.due(&conn.core) else {
+            return;
+        };
+        let conn = self.slots[id.index as usize]
+            .conn
+            .as_mut()
+            .expect("checked above");
+        if conn.core.timer_at.is_none_or(|at| due < at) {
+            conn.core.timer_at = Some(due);
+            self.timers.push(Reverse((due, id.token())));
+        }
+    }
+
+    fn expire_timers<H: Handler<F>>(&mut self, now: Instant, handler: &mut H) {
+        while let Some(&Reverse((at, token))) = self.timers.peek() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            let id = ConnId::from_token(token);
+            let Some(conn) = self
+                .slots
+                .get_mut(id.index as usize)
+                .and_then(|s| s.conn.as_mut())
+            else {
+                continue;
+            };
+            if conn.core.id != id || conn.core.timer_at != Some(at) {
+                // A stale entry: the connection is gone, or an earlier entry replaced this one.
+                continue;
+            }
+            conn.core.timer_at = None;
+            let due = self.due(
+                &self.slots[id.index as usize]
+                    .conn
+                    .as_ref()
+                    .expect("live")
+                    .core,
+            );
+            match due {
+                Some(due) if due <= now => self.on_timeout(id, handler),
+                Some(_) => self.arm_timer(id),
+                None => {}
+            }
+        }
+    }
+
+    fn on_timeout<H: Handler<F>>(&mut self, id: ConnId, handler: &mut H) {
+        let Some(conn) = self.conn_mut(id) else {
+            return;
+        };
+        match conn.core.phase {
+            Phase::Connecting { .. } => {
+                let e = io::Error::new(io::ErrorKind::TimedOut, "connect timed out");
+                self.fail_connect(id, e, handler);
+            }
+            Phase::Open => self.begin_close(id, DisconnectReason::IdleTimeout, handler),
+            // The flush or linger bound is over: close, counting what was not sent.
+            Phase::Flushing { .. } | Phase::Lingering { .. } => self.finish(id, None, handler),
+        }
+    }
+}
+
+impl<F: Framing + Clone> Drop for Server<F> {
+    fn drop(&mut self) {
+        sys::forget_termination_fd(&self.shared.waker);
+    }
+}
+
+fn shutting_down_error() -> io::Error {
+    io::Error::new(io::ErrorKind::Interrupted, "event loop is shutting down")
+}
