@@ -21,3 +21,8 @@ pub use reactor::{
     Config, Conn, ConnHandle, ConnId, Disconnect, DisconnectReason, Endpoint, Handler, LoopHandle,
     SendError, Server, Stats,
 };
+
+/// The README's Rust examples, compiled and run as doc tests so the README stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;
