@@ -96,6 +96,24 @@ fn tokio_discards_an_over_long_line_where_refloop_stops() {
 }
 
 #[test]
+fn tokio_drops_a_frame_cut_off_after_its_header_where_refloop_reports_it() {
+    // The documented difference the `framing_tokio` fuzz target found: a complete header
+    // (declaring 2815 bytes), then end of stream.
+    let stream = [0, 0, 10, 255];
+    let ours = refloop_decode(Subject::Real, Which::LengthPrefixed, 4096, &stream, &[]);
+    let theirs = tokio_decode(Which::LengthPrefixed, 4096, &stream, &[]);
+    assert_eq!(ours.error, Some(ErrorKind::Malformed));
+    assert_eq!(theirs.error, None);
+    assert!(theirs.messages.is_empty());
+    assert!(tokio_peer::eof_after_bare_header(&ours, &theirs, &stream));
+    // One payload byte more and both report the truncation.
+    let stream = [0, 0, 10, 255, 1];
+    assert_agrees_with_tokio(Subject::Real, Which::LengthPrefixed, 4096, &stream, &[]);
+    // A header declaring zero bytes is a whole (empty) message on both sides.
+    assert_agrees_with_tokio(Subject::Real, Which::LengthPrefixed, 4096, &[0; 4], &[]);
+}
+
+#[test]
 fn differential_catches_header_off_by_one() {
     // Teeth: the known-bad framing disagrees with tokio-util once the header is split.
     let stream = [0, 0, 0, 2, b'h', b'i', 0, 0, 0, 0];

@@ -18,6 +18,14 @@ const HEADER_LEN: usize = 4;
 /// - [`encode`](Framing::encode) rejects a payload over the limit, as tokio-util's encoder does.
 /// - A stream that ends inside a frame is an error (tokio-util: "bytes remaining on stream").
 ///
+/// # Deliberate difference from tokio-util
+///
+/// A stream that ends right after a complete header, before any payload byte, is an error here
+/// ([`decode_eof`](Framing::decode_eof) sees the 4 header bytes, a truncated frame). tokio-util
+/// has already consumed the header by then, so its `decode_eof` sees an empty buffer and the
+/// stream ends cleanly, silently dropping the announced frame. The differential fuzz target
+/// found this; `integration/tests/framing_differential.rs` pins it down.
+///
 /// # Notes
 ///
 /// Decoding keeps one piece of progress state, the length parsed from a complete header, so
