@@ -28,13 +28,16 @@ USAGE: cargo xtask bench [--quick] [OPTIONS]
 OPTIONS:
   --quick              a ~2 minute sanity run: fewer runs, shorter windows, small kit budgets
   --only LIST          run only these sections (comma-separated): queue, framing, echo, kit
-  --runs N             runs per measurement (default: 5 quick, 9 full)
+  --runs N             runs per measurement (default: queue and framing 5 quick, 9 full;
+                       echo 3 quick, 5 full)
   --no-write           print the tables but leave BENCHMARKS.md alone
   --out PATH           write the report here instead of BENCHMARKS.md
+  --refloop-echo PATH  drive this server binary as `refloop` instead of building the
+                       `echo` example (for example a build with a change under test)
   --profile CASE       run one case once, for `valgrind --tool=callgrind`; CASE is one of
                          queue:refloop|crossbeam|std:PRODUCERS[:PER_PRODUCER]
                          framing:refloop|tokio:length|lines:PAYLOAD:CHUNK[:BYTES]
-                         load:ADDR:CONNS[:SECONDS]  (drives a server you started yourself,
+                         load:ADDR:CONNS[:SECONDS[:THREADS]]  (drives a server you started yourself,
                            for example under callgrind, with `--framing length`)
   -h, --help           this text
 
@@ -51,6 +54,7 @@ struct Opts {
     write: bool,
     out: Option<PathBuf>,
     profile: Option<String>,
+    refloop_echo: Option<PathBuf>,
 }
 
 fn parse_opts() -> Result<Opts, String> {
@@ -61,6 +65,7 @@ fn parse_opts() -> Result<Opts, String> {
         write: true,
         out: None,
         profile: None,
+        refloop_echo: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -89,6 +94,7 @@ fn parse_opts() -> Result<Opts, String> {
             "--no-write" => o.write = false,
             "--out" => o.out = Some(PathBuf::from(value("--out")?)),
             "--profile" => o.profile = Some(value("--profile")?),
+            "--refloop-echo" => o.refloop_echo = Some(PathBuf::from(value("--refloop-echo")?)),
             "-h" | "--help" => {
                 print!("{HELP}");
                 std::process::exit(0);
@@ -102,6 +108,10 @@ fn parse_opts() -> Result<Opts, String> {
 impl Opts {
     fn wants(&self, section: &str) -> bool {
         self.only.is_empty() || self.only.iter().any(|s| s == section)
+    }
+
+    fn echo_runs(&self) -> usize {
+        self.runs.unwrap_or(if self.quick { 3 } else { 5 })
     }
 
     fn runs(&self) -> usize {
@@ -254,7 +264,7 @@ fn conditions(opts: &Opts, load_before: &str, took: Duration) -> String {
     let _ = writeln!(s);
     let _ = writeln!(
         s,
-        "- Run at {} (UTC), mode `{}`{}, {} runs per measurement, took {:.0} s.",
+        "- Run at {} (UTC), mode `{}`{}, {} runs per queue and framing measurement, {} per echo measurement, took {:.0} s.",
         command_line("date", &["-u", "+%Y-%m-%d %H:%M"]),
         if opts.quick { "--quick" } else { "full" },
         if opts.only.is_empty() {
@@ -263,6 +273,7 @@ fn conditions(opts: &Opts, load_before: &str, took: Duration) -> String {
             format!(" `--only {}`", opts.only.join(","))
         },
         opts.runs(),
+        opts.echo_runs(),
         took.as_secs_f64()
     );
     let _ = writeln!(
@@ -508,7 +519,7 @@ struct Servers {
 }
 
 /// Builds both servers in release mode into the target dir this binary lives in.
-fn build_servers() -> Result<Servers, String> {
+fn build_servers(refloop_echo: Option<&Path>) -> Result<Servers, String> {
     let exe = std::env::current_exe().map_err(|e| format!("cannot find own executable: {e}"))?;
     let profile_dir = exe
         .parent()
@@ -518,17 +529,20 @@ fn build_servers() -> Result<Servers, String> {
         .parent()
         .ok_or("executable is not in a target dir")?
         .to_path_buf();
-    for args in [
-        &["build", "--release", "-p", "refloop", "--example", "echo"][..],
-        &[
-            "build",
-            "--release",
-            "-p",
-            "refloop-bench",
-            "--bin",
-            "tokio_echo",
-        ][..],
-    ] {
+    let tokio_build: &[&str] = &[
+        "build",
+        "--release",
+        "-p",
+        "refloop-bench",
+        "--bin",
+        "tokio_echo",
+    ];
+    let refloop_build: &[&str] = &["build", "--release", "-p", "refloop", "--example", "echo"];
+    let mut builds = vec![tokio_build];
+    if refloop_echo.is_none() {
+        builds.push(refloop_build);
+    }
+    for args in builds {
         let out = Command::new("cargo")
             .arg("+stable")
             .args(args)
@@ -551,7 +565,8 @@ fn build_servers() -> Result<Servers, String> {
     Ok(Servers {
         refloop: ServerCmd {
             name: "refloop",
-            program: profile_dir.join("examples/echo"),
+            program: refloop_echo
+                .map_or_else(|| profile_dir.join("examples/echo"), Path::to_path_buf),
         },
         tokio: ServerCmd {
             name: "tokio",
@@ -590,7 +605,7 @@ fn echo_once(
 
 fn echo_section(opts: &Opts) -> String {
     let mut s = String::new();
-    let servers = match build_servers() {
+    let servers = match build_servers(opts.refloop_echo.as_deref()) {
         Ok(s) => s,
         Err(e) => {
             let _ = writeln!(
@@ -604,11 +619,7 @@ fn echo_section(opts: &Opts) -> String {
         Ok(n) => println!("RLIMIT_NOFILE raised to {n}"),
         Err(e) => println!("cannot raise RLIMIT_NOFILE: {e}"),
     }
-    let runs = if opts.quick {
-        opts.runs.unwrap_or(3)
-    } else {
-        opts.runs.unwrap_or(5)
-    };
+    let runs = opts.echo_runs();
     let (warmup, measure) = if opts.quick {
         (Duration::from_millis(300), Duration::from_secs(1))
     } else {
@@ -628,6 +639,7 @@ fn echo_section(opts: &Opts) -> String {
         warmup,
         measure,
     };
+    let t = Instant::now();
     println!("== echo: {runs} runs x {{1,64,1000}} connections x {{refloop,tokio}}, interleaved");
     let cmds = [&servers.refloop, &servers.tokio];
     let mut res: Vec<[EchoSamples; 2]> =
@@ -661,6 +673,7 @@ fn echo_section(opts: &Opts) -> String {
         eprint!(".");
     }
     eprintln!();
+    eprintln!("  throughput runs took {:.1} s", t.elapsed().as_secs_f64());
     let tput_goal = Goal::AtLeast(1.3);
     let cpu_goal = Goal::AtMost(0.8);
     let mut t = Table::new(&[
@@ -732,9 +745,13 @@ fn echo_section(opts: &Opts) -> String {
         }
     }
     let _ = writeln!(s);
+    let t = Instant::now();
     s.push_str(&syscall_table(&servers, &base, &conn_counts, opts.quick));
+    eprintln!("  syscall counts took {:.1} s", t.elapsed().as_secs_f64());
     let _ = writeln!(s);
+    let t = Instant::now();
     s.push_str(&idle_memory(&servers, if opts.quick { 1 } else { 3 }));
+    eprintln!("  idle memory took {:.1} s", t.elapsed().as_secs_f64());
     let _ = writeln!(s);
     let _ = writeln!(s, "Reproduce: `cargo xtask bench --only echo`.");
     s
@@ -748,7 +765,10 @@ fn syscall_table(
 ) -> String {
     let mut s = String::new();
     if Command::new("strace").arg("-V").output().is_err() {
-        let _ = writeln!(s, "Syscalls per message: not measured, `strace` is not installed (`apt-get install -y strace`).");
+        let _ = writeln!(
+            s,
+            "Syscalls per message: not measured, `strace` is not installed (`apt-get install -y strace`)."
+        );
         return s;
     }
     let dir = std::env::temp_dir().join(format!("refloop-bench-strace-{}", std::process::id()));
@@ -760,27 +780,53 @@ fn syscall_table(
         );
         return s;
     }
+    // Quick runs count syscalls at 64 connections only; strace slows connection set-up a lot.
+    let counts: Vec<usize> = if quick {
+        vec![64]
+    } else {
+        conn_counts.to_vec()
+    };
+    let (short, long) = if quick {
+        (Duration::from_millis(300), Duration::from_millis(1300))
+    } else {
+        (Duration::from_millis(500), Duration::from_millis(2500))
+    };
     let mut t = Table::new(&[
         "conns",
         "server",
-        "messages",
+        "messages (long - short)",
         "syscalls/msg",
         "top syscalls per msg",
     ]);
     let mut ratios = Vec::new();
-    for &n in conn_counts {
+    for &n in &counts {
         let mut per_msg = [f64::NAN; 2];
         for (i, cmd) in [&servers.refloop, &servers.tokio].into_iter().enumerate() {
-            let row = strace_once(cmd, base, n, &dir, quick);
-            match row {
-                Ok((msgs, counts, baseline)) => {
-                    let total = counts.total.saturating_sub(baseline) as f64 / msgs as f64;
+            let diff = strace_once(cmd, base, n, &dir, short).and_then(|(m0, c0)| {
+                let (m1, c1) = strace_once(cmd, base, n, &dir, long)?;
+                if m1 <= m0 {
+                    return Err(format!(
+                        "the long run echoed {m1} messages, the short one {m0}"
+                    ));
+                }
+                Ok((m1 - m0, c0, c1))
+            });
+            match diff {
+                Ok((msgs, c0, c1)) => {
+                    let m = msgs as f64;
+                    let total = (c1.total as f64 - c0.total as f64) / m;
                     per_msg[i] = total;
-                    let top: Vec<String> = counts
+                    let top: Vec<String> = c1
                         .by_name
                         .iter()
-                        .take(4)
-                        .map(|(name, c)| format!("{name} {:.3}", *c as f64 / msgs as f64))
+                        .map(|(name, calls)| {
+                            let before =
+                                c0.by_name.iter().find(|r| &r.0 == name).map_or(0, |r| r.1);
+                            (name, (*calls as f64 - before as f64) / m)
+                        })
+                        .filter(|(_, per)| *per >= 0.0005)
+                        .take(5)
+                        .map(|(name, per)| format!("{name} {per:.3}"))
                         .collect();
                     t.row(vec![
                         n.to_string(),
@@ -803,10 +849,15 @@ fn syscall_table(
     }
     // Removing the scratch directory is best effort; it only holds strace summaries.
     let _ = fs::remove_dir_all(&dir);
-    let _ = writeln!(s, "Syscalls per echoed message, counted by `strace -c -f` on the server over a separate single run per cell (strace slows both servers, so these runs are not timed).");
     let _ = writeln!(
         s,
-        "The syscalls of starting and stopping an idle server (a run with no load) are subtracted."
+        "Syscalls per echoed message in the steady state, counted by `strace -c -f` on the server (strace slows both servers, so these runs are not timed)."
+    );
+    let _ = writeln!(
+        s,
+        "Each cell runs the load twice under strace, for {:.1} s and for {:.1} s, and divides the difference in syscalls by the difference in messages, so start-up, accept and close costs cancel out.",
+        short.as_secs_f64() + 0.1,
+        long.as_secs_f64() + 0.1
     );
     let _ = writeln!(s);
     s.push_str(&t.to_markdown());
@@ -819,27 +870,15 @@ fn syscall_table(
     s
 }
 
-/// Runs `cmd` under strace with `n` connections; returns (messages, counts, baseline calls).
+/// Runs `cmd` under strace with `n` connections for `measure`; returns (messages, counts).
 fn strace_once(
     cmd: &ServerCmd,
     base: &LoadConfig,
     n: usize,
     dir: &Path,
-    quick: bool,
-) -> Result<(u64, refloop_bench::server::SyscallCounts, u64), String> {
-    let read = |path: &Path| -> Result<refloop_bench::server::SyscallCounts, String> {
-        let text =
-            fs::read_to_string(path).map_err(|e| format!("cannot read strace output: {e}"))?;
-        parse_strace_summary(&text)
-            .ok_or_else(|| format!("no strace summary in {}", path.display()))
-    };
-    let idle_out = dir.join(format!("{}-idle.txt", cmd.name));
-    let idle = cmd
-        .start(Wire::Length, Some(&idle_out))
-        .map_err(|e| e.to_string())?;
-    idle.stop().map_err(|e| e.to_string())?;
-    let baseline = read(&idle_out)?.total;
-    let out = dir.join(format!("{}-{n}.txt", cmd.name));
+    measure: Duration,
+) -> Result<(u64, refloop_bench::server::SyscallCounts), String> {
+    let out = dir.join(format!("{}-{n}-{}.txt", cmd.name, measure.as_millis()));
     let server = cmd
         .start(Wire::Length, Some(&out))
         .map_err(|e| e.to_string())?;
@@ -847,21 +886,17 @@ fn strace_once(
         addr: server.addr,
         conns: n,
         warmup: Duration::from_millis(100),
-        measure: if quick {
-            Duration::from_millis(500)
-        } else {
-            Duration::from_secs(2)
-        },
+        measure,
         ..base.clone()
     };
     let result = loadgen::run(&cfg, || 0.0);
     let stopped = server.stop();
     let result = result.map_err(|e| e.to_string())?;
     stopped.map_err(|e| e.to_string())?;
-    if result.total_msgs == 0 {
-        return Err("no messages echoed".into());
-    }
-    Ok((result.total_msgs, read(&out)?, baseline))
+    let text = fs::read_to_string(&out).map_err(|e| format!("cannot read strace output: {e}"))?;
+    let counts = parse_strace_summary(&text)
+        .ok_or_else(|| format!("no strace summary in {}", out.display()))?;
+    Ok((result.total_msgs, counts))
 }
 
 fn idle_memory(servers: &Servers, runs: usize) -> String {
@@ -911,6 +946,7 @@ fn idle_once(cmd: &ServerCmd, idle: usize) -> Result<f64, String> {
         let fds0 = server.open_fds().map_err(|e| e.to_string())?;
         let rss0 = settled_rss(&server)?;
         let mut conns = Vec::with_capacity(idle);
+        let t0 = Instant::now();
         for _ in 0..idle {
             conns.push(loadgen::connect(server.addr).map_err(|e| format!("connect: {e}"))?);
             // Keep the accept backlog from overflowing: let the server catch up every 256.
@@ -918,13 +954,24 @@ fn idle_once(cmd: &ServerCmd, idle: usize) -> Result<f64, String> {
                 wait_for_fds(&server, fds0 + conns.len() - 128)?;
             }
         }
+        let t_conn = t0.elapsed();
         wait_for_fds(&server, fds0 + idle)?;
         let rss1 = settled_rss(&server)?;
+        let t_rss = t0.elapsed();
         drop(conns);
         drop(warm);
+        eprintln!(
+            "    {}: connected in {:.1} s, settled at {:.1} s, closed at {:.1} s",
+            cmd.name,
+            t_conn.as_secs_f64(),
+            t_rss.as_secs_f64(),
+            t0.elapsed().as_secs_f64()
+        );
         Ok((rss1 as f64 - rss0 as f64) / idle as f64)
     })();
+    let t = Instant::now();
     let stopped = server.stop();
+    eprintln!("    stopped in {:.1} s", t.elapsed().as_secs_f64());
     let bytes = result?;
     stopped.map_err(|e| e.to_string())?;
     Ok(bytes)
@@ -1139,13 +1186,14 @@ fn profile(case: &str) -> Result<(), String> {
                 .map_err(|e| format!("bad address: {e}"))?;
             let conns = num(3, 64)?;
             let seconds = num(4, 5)?;
+            let threads = num(5, 1)?;
             let cfg = LoadConfig {
                 addr,
                 wire: Wire::Length,
                 conns,
                 depth: 16,
                 payload: 32,
-                threads: 1,
+                threads,
                 warmup: Duration::from_millis(200),
                 measure: Duration::from_secs(seconds as u64),
             };

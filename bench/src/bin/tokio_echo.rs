@@ -91,14 +91,16 @@ async fn serve(stream: TcpStream, framing: Framing, max_frame: usize) {
 }
 
 async fn run(args: Args) -> io::Result<()> {
+    // The handlers are installed before the address is printed: a harness that sends SIGTERM
+    // as soon as it has read the address must get a clean exit, not the default action.
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
     let listener = TcpListener::bind(&args.addr).await?;
     {
         let mut out = io::stdout().lock();
         writeln!(out, "listening on {}", listener.local_addr()?)?;
         out.flush()?;
     }
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
