@@ -49,6 +49,40 @@
 //! check_round_trip(|| Lines::new(16), &["a".to_string(), String::new()], &[1]);
 //! ```
 //!
+//! # Checking your own framing
+//!
+//! - **Harness:** call [`check_stream`] and [`check_round_trip`] on named edge cases, as above.
+//!   `core/examples/custom_framing.rs` does it for a NUL-terminated framing, and shows the
+//!   oracle rejecting a rescanning variant of it.
+//! - **Allocation checks:** install [`TrackingAlloc`] as the test binary's global allocator.
+//! - **Linear work:** implement [`Framing::bytes_examined`] to count the bytes `decode` looks at.
+//! - **Proptest** (see `integration/tests/framing_custom.rs`):
+//!
+//! ```text
+//! proptest! {
+//!     #[test]
+//!     fn my_framing_passes_the_oracle(
+//!         stream in prop::collection::vec(any::<u8>(), 0..256),
+//!         cuts in prop::collection::vec(0usize..256, 0..8),
+//!     ) {
+//!         check_stream(|| MyFraming::new(64), &stream, &cuts);
+//!     }
+//! }
+//! ```
+//!
+//! - **Fuzz target** (`fuzz/fuzz_targets/my_framing.rs`, plus a `[[bin]]` in `fuzz/Cargo.toml`):
+//!
+//! ```text
+//! #![no_main]
+//! #[global_allocator]
+//! static ALLOC: refloop::check::framing::TrackingAlloc = refloop::check::framing::TrackingAlloc;
+//!
+//! libfuzzer_sys::fuzz_target!(|input: (u16, Vec<u8>, Vec<usize>)| {
+//!     let (limit, stream, cuts) = input;
+//!     refloop::check::framing::check_stream(|| MyFraming::new(limit.into()), &stream, &cuts);
+//! });
+//! ```
+//!
 //! A violation names the property, the fragmentation and what went wrong:
 //!
 //! ```
