@@ -7,7 +7,7 @@
 use arbitrary::{Arbitrary, Result, Unstructured};
 
 use super::wire::MAX_PAYLOAD;
-use super::{Buffer, Malformation, Schedule, Step, Wire, MAX_CLIENTS, SENDER_THREADS};
+use super::{Buffer, Malformation, Schedule, Step, Tuning, Wire, MAX_CLIENTS, SENDER_THREADS};
 
 /// The most steps a fuzzer-built schedule has.
 pub const MAX_FUZZ_STEPS: usize = 64;
@@ -19,6 +19,24 @@ impl<'a> Arbitrary<'a> for Schedule {
         } else {
             Wire::LengthPrefixed
         };
+        let tuning = Tuning {
+            read_chunk: match u.int_in_range(0..=5u8)? {
+                0..=2 => 64 * 1024,
+                3 | 4 => 4096,
+                _ => 512,
+            },
+            high_watermark: if u.ratio(1, 3)? {
+                16 * 1024
+            } else {
+                1024 * 1024
+            },
+            fairness_budget: if u.ratio(1, 3)? { 8 * 1024 } else { 256 * 1024 },
+            server_sndbuf: match u.int_in_range(0..=6u8)? {
+                0..=4 => Some(4096),
+                5 => Some(32 * 1024),
+                _ => None,
+            },
+        };
         let clients = match u.int_in_range(0..=9u8)? {
             0..=4 => u.int_in_range(1..=4u8)?,
             5..=7 => u.int_in_range(5..=16u8)?,
@@ -28,7 +46,11 @@ impl<'a> Arbitrary<'a> for Schedule {
         while steps.len() < MAX_FUZZ_STEPS && !u.is_empty() {
             steps.push(step(u, clients)?);
         }
-        Ok(Schedule { wire, steps })
+        Ok(Schedule {
+            wire,
+            tuning,
+            steps,
+        })
     }
 
     fn size_hint(_depth: usize) -> (usize, Option<usize>) {
@@ -37,10 +59,11 @@ impl<'a> Arbitrary<'a> for Schedule {
 }
 
 fn payload_len(u: &mut Unstructured<'_>) -> Result<u32> {
-    Ok(match u.int_in_range(0..=11u8)? {
+    Ok(match u.int_in_range(0..=14u8)? {
         0..=4 => u.int_in_range(1..=64u32)?,
         5..=7 => u.int_in_range(65..=2048u32)?,
-        8..=10 => u.int_in_range(2049..=MAX_PAYLOAD)?,
+        8 | 9 => u.int_in_range(2049..=32_767u32)?,
+        10..=13 => u.int_in_range(32_768..=MAX_PAYLOAD)?,
         _ => 0,
     })
 }
@@ -91,7 +114,7 @@ fn step(u: &mut Unstructured<'_>, clients: u8) -> Result<Step> {
                 u.int_in_range(257..=16_384u32)?
             },
         },
-        78..=81 => Step::Malformed {
+        85..=88 => Step::Malformed {
             client,
             kind: if u.arbitrary()? {
                 Malformation::Garbage
@@ -99,7 +122,7 @@ fn step(u: &mut Unstructured<'_>, clients: u8) -> Result<Step> {
                 Malformation::TooLong
             },
         },
-        82..=90 => Step::ShrinkBuffer {
+        89..=97 => Step::ShrinkBuffer {
             client,
             which: if u.ratio(1, 4)? {
                 Buffer::Send

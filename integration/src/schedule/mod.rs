@@ -23,6 +23,7 @@
 //! as a reproducer.
 
 pub mod client;
+pub mod exec;
 
 pub mod strategy;
 pub mod wire;
@@ -42,8 +43,39 @@ pub const SENDER_THREADS: u8 = 2;
 pub struct Schedule {
     /// The framing the server speaks.
     pub wire: Wire,
+    /// The server's buffer settings.
+    pub tuning: Tuning,
     /// The operations, in order.
     pub steps: Vec<Step>,
+}
+
+/// Server settings a schedule picks, so that small reads and early backpressure get exercised.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Tuning {
+    /// `Config::read_chunk`: bytes per `read(2)`; a small chunk makes one edge carry many reads.
+    pub read_chunk: u32,
+    /// `Config::high_watermark` (the low one is a quarter of it): a small mark makes the loop
+    /// stop reading early and refuse cross-thread sends with `Full`.
+    pub high_watermark: u32,
+    /// `Config::fairness_budget`: bytes read from one connection per turn; a small budget puts
+    /// busy connections on the ready list, to be served without a new edge.
+    pub fairness_budget: u32,
+    /// `Config::send_buffer_size`: `SO_SNDBUF` of the server's sockets. On loopback the kernel
+    /// otherwise grows the send buffer to megabytes, and the loop's writes would never be
+    /// partial; a small one makes a slow reader force partial writes within a few messages.
+    pub server_sndbuf: Option<u32>,
+}
+
+impl Default for Tuning {
+    /// The loop's own defaults.
+    fn default() -> Tuning {
+        Tuning {
+            read_chunk: 64 * 1024,
+            high_watermark: 1024 * 1024,
+            fairness_budget: 256 * 1024,
+            server_sndbuf: None,
+        }
+    }
 }
 
 /// The framing of a schedule's server and clients.
@@ -78,12 +110,14 @@ pub enum Malformation {
 /// One operation of a [`Schedule`].
 ///
 /// Every step names a client slot `client` (below [`MAX_CLIENTS`]).
-/// A step on a slot that has no open connection first connects it, so shrinking can drop a
-/// `Connect` without turning the rest of the schedule into no-ops.
-/// A slot that was closed, reset or half-closed gets a fresh connection (a new *incarnation*)
-/// on its next `Connect`; other steps on such a slot act on the old, dead connection and are
-/// no-ops, except [`Step::CrossSend`], which keeps sending through the dead connection's stale
-/// `ConnHandle`.
+/// Every step except [`Step::CrossSend`] and [`Step::Sync`] acts on the slot's *usable*
+/// connection (open, not closing, no malformed frame sent) and first connects a new one (a new
+/// *incarnation* of the slot) if there is none, so shrinking can drop a `Connect` without turning
+/// the rest of the schedule into no-ops.
+/// `CrossSend` and `Sync` act on the slot's latest incarnation whatever its state, so a
+/// `CrossSend` after a close sends through a stale handle or a stale [`refloop::ConnId`].
+/// Incarnations that are half-closed or have sent a malformed frame keep reading until the
+/// server ends them.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Step {
     /// Connects the slot (a new incarnation if its connection is dead).
@@ -210,6 +244,7 @@ impl Schedule {
             // empty schedule is the natural reading of that.
             Err(_) => Schedule {
                 wire: Wire::LengthPrefixed,
+                tuning: Tuning::default(),
                 steps: Vec::new(),
             },
         }

@@ -13,7 +13,7 @@ use proptest::collection::vec;
 use proptest::prelude::*;
 
 use super::wire::MAX_PAYLOAD;
-use super::{Buffer, Malformation, Schedule, Step, Wire, MAX_CLIENTS, SENDER_THREADS};
+use super::{Buffer, Malformation, Schedule, Step, Tuning, Wire, MAX_CLIENTS, SENDER_THREADS};
 
 /// The CI default for the number of steps in one schedule.
 pub const DEFAULT_MAX_STEPS: usize = 40;
@@ -26,10 +26,38 @@ pub fn schedule(max_steps: usize) -> impl Strategy<Value = Schedule> {
         3 => 5..=16u8,
         2 => 17..=MAX_CLIENTS,
     ];
-    (wire, clients, vec(step(), 1..=max_steps.max(1))).prop_map(|(wire, clients, steps)| {
-        let steps = steps.into_iter().map(|s| with_client(s, clients)).collect();
-        Schedule { wire, steps }
-    })
+    (wire, tuning(), clients, vec(step(), 1..=max_steps.max(1))).prop_map(
+        |(wire, tuning, clients, steps)| {
+            let steps = steps.into_iter().map(|s| with_client(s, clients)).collect();
+            Schedule {
+                wire,
+                tuning,
+                steps,
+            }
+        },
+    )
+}
+
+/// The loop's defaults first (what shrinking goes to), then small reads, an early high
+/// watermark and a small fairness budget; the server's send buffer is small by default.
+pub fn tuning() -> impl Strategy<Value = Tuning> {
+    let read_chunk = prop_oneof![3 => Just(64 * 1024u32), 2 => Just(4096u32), 1 => Just(512u32)];
+    let high_watermark = prop_oneof![2 => Just(1024 * 1024u32), 1 => Just(16 * 1024u32)];
+    let fairness_budget = prop_oneof![2 => Just(256 * 1024u32), 1 => Just(8 * 1024u32)];
+    // A small send buffer first: it is what makes the loop's writes partial on loopback.
+    let server_sndbuf = prop_oneof![
+        5 => Just(Some(4096u32)),
+        1 => Just(Some(32 * 1024u32)),
+        1 => Just(None),
+    ];
+    (read_chunk, high_watermark, fairness_budget, server_sndbuf).prop_map(
+        |(read_chunk, high_watermark, fairness_budget, server_sndbuf)| Tuning {
+            read_chunk,
+            high_watermark,
+            fairness_budget,
+            server_sndbuf,
+        },
+    )
 }
 
 /// Replaces the slot of `step` by its value modulo `clients`.
@@ -51,13 +79,14 @@ fn with_client(mut step: Step, clients: u8) -> Step {
     step
 }
 
-/// Payload lengths: mostly small, a good share large enough to fill a shrunk buffer in one go,
-/// and an occasional empty frame.
+/// Payload lengths: mostly small, a good share of 32 KiB or more (enough to make one echo a
+/// partial write into the server's small send buffer), and an occasional empty frame.
 pub fn payload_len() -> impl Strategy<Value = u32> {
     prop_oneof![
         5 => 1..=64u32,
         3 => 65..=2048u32,
-        3 => 2049..=MAX_PAYLOAD,
+        2 => 2049..=32_767u32,
+        4 => 32_768..=MAX_PAYLOAD,
         1 => Just(0u32),
     ]
 }
@@ -79,8 +108,8 @@ pub fn step() -> impl Strategy<Value = Step> {
         26 => (client.clone(), payload_len(), chunks(), prop::bool::weighted(0.3)).prop_map(
             |(client, len, chunks, yields)| Step::Send { client, len, chunks, yields }
         ),
-        5 => (client.clone(), 1..=512u16).prop_map(|(client, buf)| Step::ReadSmall { client, buf }),
-        9 => (client.clone(), 1..=24u8).prop_map(|(client, steps)| Step::Pause { client, steps }),
+        7 => (client.clone(), 1..=512u16).prop_map(|(client, buf)| Step::ReadSmall { client, buf }),
+        14 => (client.clone(), 1..=24u8).prop_map(|(client, steps)| Step::Pause { client, steps }),
         5 => client.clone().prop_map(|client| Step::HalfClose { client }),
         5 => client.clone().prop_map(|client| Step::Close { client }),
         6 => client.clone().prop_map(|client| Step::Reset { client }),
