@@ -69,6 +69,17 @@ fn checked(t: &Tally) -> Vec<String> {
             t.teeth_caught
         ));
     }
+    if !t.teeth_runs.is_empty() {
+        let runs: Vec<String> = t
+            .teeth_runs
+            .iter()
+            .map(|(v, n)| format!("{v}={n}"))
+            .collect();
+        lines.push(format!(
+            "executions to catch each known-bad variant: {}",
+            runs.join(", ")
+        ));
+    }
     // Group `@@stat` lines by metric, keeping first-seen order.
     let mut metrics: Vec<(&str, Vec<String>)> = Vec::new();
     for (metric, name, value) in &t.stats {

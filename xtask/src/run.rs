@@ -47,6 +47,8 @@ pub struct Tally {
     pub fuzz_runs: Vec<(String, u64)>,
     /// Known-bad variants that were caught as required.
     pub teeth_caught: u64,
+    /// `(variant, executions)` a fuzz run needed to catch a known-bad variant.
+    pub teeth_runs: Vec<(String, u64)>,
     pub files: usize,
 }
 
@@ -217,6 +219,7 @@ fn run_step(step: &Step, tally: &mut Tally) -> Result<(), String> {
         Expect::Success => &[],
         Expect::Failure { markers } => markers,
     };
+    let fuzz_runs_before = tally.fuzz_runs.len();
     for line in rx {
         tally.observe(&line, step.label.as_deref());
         for m in markers {
@@ -229,6 +232,11 @@ fn run_step(step: &Step, tally: &mut Tally) -> Result<(), String> {
         // A reader thread only ends when its pipe closes; a panic there would be a bug in this
         // file, and the child's exit status below still decides the step.
         let _ = reader.join();
+    }
+    if matches!(step.expect, Expect::Failure { .. }) {
+        // Executions of a known-bad run measure how fast the check bites, not coverage.
+        let teeth = tally.fuzz_runs.split_off(fuzz_runs_before);
+        tally.teeth_runs.extend(teeth);
     }
     let status = child
         .wait()

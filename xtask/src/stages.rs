@@ -463,7 +463,17 @@ fn ensure_cargo_fuzz(ctx: &Ctx) -> Step {
     .label("install cargo-fuzz if missing")
 }
 
-fn fuzz_run(ctx: &Ctx, target: &str, scratch: &Path, libfuzzer: &[String]) -> Step {
+/// Which inputs a fuzz run starts from.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Seeds {
+    /// The checked-in corpus and regression inputs.
+    CheckedIn,
+    /// Nothing: the fuzzer's own search must find the bug (used for teeth, so that a seed input
+    /// that already triggers it cannot make the search look better than it is).
+    Empty,
+}
+
+fn fuzz_run(ctx: &Ctx, target: &str, scratch: &Path, seeds: Seeds, libfuzzer: &[String]) -> Step {
     let root = &ctx.root;
     let mut args: Vec<String> = ["fuzz", "run", target]
         .iter()
@@ -476,7 +486,7 @@ fn fuzz_run(ctx: &Ctx, target: &str, scratch: &Path, libfuzzer: &[String]) -> St
         format!("fuzz/corpus/{target}"),
         format!("fuzz/regressions/{target}"),
     ] {
-        if root.join(&dir).is_dir() {
+        if seeds == Seeds::CheckedIn && root.join(&dir).is_dir() {
             args.push(dir);
         }
     }
@@ -513,6 +523,7 @@ fn fuzz(ctx: &Ctx) -> Stage {
                 ctx,
                 t,
                 &work.join(format!("replay-{t}")),
+                Seeds::CheckedIn,
                 &["-runs=0".to_string()],
             )
             .label(&format!("{t}: replay corpus and regressions")),
@@ -525,6 +536,7 @@ fn fuzz(ctx: &Ctx) -> Stage {
                 ctx,
                 t,
                 &work.join(format!("run-{t}")),
+                Seeds::CheckedIn,
                 &[
                     format!("-max_total_time={secs}"),
                     "-print_final_stats=1".to_string(),
@@ -537,21 +549,14 @@ fn fuzz(ctx: &Ctx) -> Stage {
     match parse_teeth(&teeth) {
         Ok(teeth) => {
             for tooth in teeth {
-                let what = tooth
-                    .env
-                    .iter()
-                    .map(|(k, v)| format!("{k}={v}"))
-                    .collect::<Vec<_>>()
-                    .join(" ");
-                let scratch = work.join(format!(
-                    "teeth-{}-{}",
-                    tooth.target,
-                    what.replace(['=', ' '], "_")
-                ));
+                let variant: Vec<&str> = tooth.env.iter().map(|(_, v)| v.as_str()).collect();
+                let name = format!("{}/{}", tooth.target, variant.join("+"));
+                let scratch = work.join(format!("teeth-{}", name.replace('/', "-")));
                 let mut step = fuzz_run(
                     ctx,
                     &tooth.target,
                     &scratch,
+                    Seeds::Empty,
                     &[
                         format!("-runs={}", tooth.max_runs),
                         "-seed=1".to_string(),
@@ -559,10 +564,7 @@ fn fuzz(ctx: &Ctx) -> Stage {
                         format!("-artifact_prefix={}/", rel(root, &scratch)),
                     ],
                 )
-                .label(&format!(
-                    "known-bad {} ({what}) must crash within {} runs",
-                    tooth.target, tooth.max_runs
-                ))
+                .label(&name)
                 .expect_failure(&[
                     "ERROR: libFuzzer",
                     "ERROR: AddressSanitizer",
@@ -604,6 +606,7 @@ pub fn fuzz_single(ctx: &Ctx, target: &str) -> Stage {
                 ctx,
                 target,
                 &ctx.root.join(format!("target/fuzz-work/run-{target}")),
+                Seeds::CheckedIn,
                 &[
                     format!("-max_total_time={secs}"),
                     "-print_final_stats=1".to_string(),

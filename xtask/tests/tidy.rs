@@ -70,7 +70,8 @@ fn seqcst_used(text: &str) -> Vec<usize> {
         .collect()
 }
 
-/// Every atomic `Ordering::X` argument has a comment on its line or within the three lines above.
+/// Every atomic `Ordering::X` argument has a comment on its line or within the six lines above
+/// (a multi-line `compare_exchange` call puts its orderings a few lines below the comment).
 fn ordering_without_comment(text: &str) -> Vec<usize> {
     let lines: Vec<&str> = text.lines().collect();
     let mut bad = Vec::new();
@@ -85,7 +86,7 @@ fn ordering_without_comment(text: &str) -> Vec<usize> {
         if !uses || c.trim_start().starts_with("use ") {
             continue;
         }
-        let from = i.saturating_sub(3);
+        let from = i.saturating_sub(6);
         if !lines[from..=i].iter().any(|l| l.contains("//")) {
             bad.push(i + 1);
         }
