@@ -13,10 +13,10 @@ use refloop_model::explore;
 
 #[test]
 fn each_item_delivered_once_in_order_while_two_producers_race_a_drain_and_close() {
-    explore("race_drain_and_close_2x2", || {
+    explore("race_drain_and_close_2x1", || {
         check::<RefloopQueue>(&Scenario {
             producers: 2,
-            items_per_producer: 2,
+            items_per_producer: 1,
             drains: 1,
             close: true,
             spurious_every: 0,
@@ -39,13 +39,13 @@ fn no_item_lost_when_three_producers_race_close() {
 
 #[test]
 fn items_cross_block_boundaries_in_order_while_drained_concurrently() {
-    // Five pushes fill two blocks of two and link a third, while two drains park finished
-    // blocks for reuse.
-    explore("blocks_1x5_two_drains", || {
+    // Four pushes fill two blocks of two and link a third, while a drain parks a finished block
+    // for reuse.
+    explore("blocks_1x4_drain", || {
         check::<RefloopQueue>(&Scenario {
             producers: 1,
-            items_per_producer: 5,
-            drains: 2,
+            items_per_producer: 4,
+            drains: 1,
             close: false,
             spurious_every: 0,
         });
@@ -54,11 +54,13 @@ fn items_cross_block_boundaries_in_order_while_drained_concurrently() {
 
 #[test]
 fn two_producers_filling_a_block_link_the_next_one_once() {
-    explore("link_race_2x2_drain", || {
+    // The second block is linked by whichever producer claims the first block's last slot,
+    // while the other waits at the sentinel.
+    explore("link_race_2x2", || {
         check::<RefloopQueue>(&Scenario {
             producers: 2,
             items_per_producer: 2,
-            drains: 1,
+            drains: 0,
             close: false,
             spurious_every: 0,
         });
@@ -70,12 +72,12 @@ fn spurious_weak_cas_failures_are_retried_without_loss() {
     // Every second weak CAS fails spuriously: loom alone never explores that path.
     let injected = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let total = std::sync::Arc::clone(&injected);
-    explore("spurious_cas_2x2_close", move || {
+    explore("spurious_cas_2x2", move || {
         let n = check::<RefloopQueue>(&Scenario {
             producers: 2,
             items_per_producer: 2,
-            drains: 1,
-            close: true,
+            drains: 0,
+            close: false,
             spurious_every: 2,
         });
         // Relaxed: a statistic, read after the model.
@@ -83,7 +85,7 @@ fn spurious_weak_cas_failures_are_retried_without_loss() {
     });
     // Relaxed: the model has finished.
     let injected = injected.load(std::sync::atomic::Ordering::Relaxed);
-    println!("@@stat spurious-cas-failures spurious_cas_2x2_close {injected}");
+    println!("@@stat spurious-cas-failures spurious_cas_2x2 {injected}");
     assert!(
         injected > 0,
         "no spurious failure was injected in any execution"
@@ -113,5 +115,33 @@ fn no_lost_wakeup_when_one_producer_pushes_twice_across_drains() {
             order: LoopOrder::ConsumeThenDrain,
         });
         check_no_lost_wakeup(&outcome);
+    });
+}
+
+#[test]
+fn each_item_delivered_once_across_a_block_boundary_while_a_drain_and_close_race_pushes() {
+    // Two producers fill the first block and link the second while the consumer drains, then
+    // closes: items in flight at the close are abandoned and handed back.
+    explore("race_drain_and_close_2x2", || {
+        check::<RefloopQueue>(&Scenario {
+            producers: 2,
+            items_per_producer: 2,
+            drains: 1,
+            close: true,
+            spurious_every: 0,
+        });
+    });
+}
+
+#[test]
+fn spurious_weak_cas_failures_racing_close_lose_nothing() {
+    explore("spurious_cas_close_2x1", || {
+        check::<RefloopQueue>(&Scenario {
+            producers: 2,
+            items_per_producer: 1,
+            drains: 1,
+            close: true,
+            spurious_every: 2,
+        });
     });
 }
