@@ -278,7 +278,19 @@ fn conditions(opts: &Opts, load_before: &str, took: Duration) -> String {
     );
     let _ = writeln!(
         s,
-        "- Machine: {cores} CPUs ({cpu}), Linux {}; {}.",
+        "- Code: commit `{}`. Machine: {cores} CPUs ({cpu}), Linux {}; {}.",
+        command_line(
+            "git",
+            &[
+                "-C",
+                &root().to_string_lossy(),
+                "describe",
+                "--always",
+                "--dirty",
+                "--exclude",
+                "*"
+            ]
+        ),
         command_line("uname", &["-r"]),
         command_line("rustc", &["+stable", "--version"])
     );
