@@ -32,6 +32,7 @@ OPTIONS:
                        echo 3 quick, 5 full)
   --no-write           print the tables but leave BENCHMARKS.md alone
   --out PATH           write the report here instead of BENCHMARKS.md
+  --echo-framing F     the framing of the echo section: length (default) or lines
   --refloop-echo PATH  drive this server binary as `refloop` instead of building the
                        `echo` example (for example a build with a change under test)
   --profile CASE       run one case once, for `valgrind --tool=callgrind`; CASE is one of
@@ -55,6 +56,7 @@ struct Opts {
     out: Option<PathBuf>,
     profile: Option<String>,
     refloop_echo: Option<PathBuf>,
+    echo_wire: Wire,
 }
 
 fn parse_opts() -> Result<Opts, String> {
@@ -66,6 +68,7 @@ fn parse_opts() -> Result<Opts, String> {
         out: None,
         profile: None,
         refloop_echo: None,
+        echo_wire: Wire::Length,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -94,6 +97,19 @@ fn parse_opts() -> Result<Opts, String> {
             "--no-write" => o.write = false,
             "--out" => o.out = Some(PathBuf::from(value("--out")?)),
             "--profile" => o.profile = Some(value("--profile")?),
+            "--echo-framing" => {
+                o.echo_wire = match value("--echo-framing")?.as_str() {
+                    "length" => Wire::Length,
+                    "lines" => Wire::Lines,
+                    other => {
+                        return Err(format!(
+                            "unknown framing {other:?}, expected length or lines"
+                        ))
+                    }
+                }
+            }
+            // `cargo xtask bench -- ARGS` may pass the separator through.
+            "--" => {}
             "--refloop-echo" => o.refloop_echo = Some(PathBuf::from(value("--refloop-echo")?)),
             "-h" | "--help" => {
                 print!("{HELP}");
@@ -637,7 +653,7 @@ fn echo_section(opts: &Opts) -> String {
     } else {
         (Duration::from_secs(1), Duration::from_secs(3))
     };
-    let wire = Wire::Length;
+    let wire = opts.echo_wire;
     let payload = 32;
     let depth = 16;
     let conn_counts = [1usize, 64, 1000];
@@ -742,7 +758,7 @@ fn echo_section(opts: &Opts) -> String {
             cpu_goal.judge(&cpu).label().to_string(),
         ]);
     }
-    let _ = writeln!(s, "Both servers speak `--framing length` and are driven by the same load generator (`bench/src/loadgen.rs`, one client thread, level-triggered epoll).");
+    let _ = writeln!(s, "Both servers speak `--framing {}` and are driven by the same load generator (`bench/src/loadgen.rs`, one client thread, level-triggered epoll).", wire.arg());
     let _ = writeln!(s, "Each connection pipelines {depth} messages of {payload} B payload and sends a new one per echo; every echo's sequence number is checked.");
     let _ = writeln!(s, "{runs} interleaved runs of {:.1} s warm-up + {:.1} s measured; each run starts a fresh server.", warmup.as_secs_f64(), measure.as_secs_f64());
     let _ = writeln!(s, "Latency is from the client's write to its read of the echo. CPU is the server's utime+stime from `/proc/<pid>/stat` over the measured window; \"busy\" is that CPU over the window's wall time (near 100% means the server, not the client, is the bottleneck).");
@@ -762,7 +778,7 @@ fn echo_section(opts: &Opts) -> String {
     eprintln!("  syscall counts took {:.1} s", t.elapsed().as_secs_f64());
     let _ = writeln!(s);
     let t = Instant::now();
-    s.push_str(&idle_memory(&servers, if opts.quick { 1 } else { 3 }));
+    s.push_str(&idle_memory(&servers, if opts.quick { 1 } else { 3 }, wire));
     eprintln!("  idle memory took {:.1} s", t.elapsed().as_secs_f64());
     let _ = writeln!(s);
     let _ = writeln!(s, "Reproduce: `cargo xtask bench --only echo`.");
@@ -892,7 +908,7 @@ fn strace_once(
 ) -> Result<(u64, refloop_bench::server::SyscallCounts), String> {
     let out = dir.join(format!("{}-{n}-{}.txt", cmd.name, measure.as_millis()));
     let server = cmd
-        .start(Wire::Length, Some(&out))
+        .start(base.wire, Some(&out))
         .map_err(|e| e.to_string())?;
     let cfg = LoadConfig {
         addr: server.addr,
@@ -911,7 +927,7 @@ fn strace_once(
     Ok((result.total_msgs, counts))
 }
 
-fn idle_memory(servers: &Servers, runs: usize) -> String {
+fn idle_memory(servers: &Servers, runs: usize, wire: Wire) -> String {
     const IDLE: usize = 10_000;
     let mut s = String::new();
     let mut per_conn = [Samples::new(), Samples::new()];
@@ -920,7 +936,7 @@ fn idle_memory(servers: &Servers, runs: usize) -> String {
         for k in 0..2 {
             let i = (k + r) % 2;
             let cmd = [&servers.refloop, &servers.tokio][i];
-            match idle_once(cmd, IDLE) {
+            match idle_once(cmd, IDLE, wire) {
                 Ok(bytes) => per_conn[i].push(bytes),
                 Err(e) => errors.push(format!("{}: {e}", cmd.name)),
             }
@@ -948,13 +964,13 @@ fn idle_memory(servers: &Servers, runs: usize) -> String {
     s
 }
 
-fn idle_once(cmd: &ServerCmd, idle: usize) -> Result<f64, String> {
-    let server = cmd.start(Wire::Length, None).map_err(|e| e.to_string())?;
+fn idle_once(cmd: &ServerCmd, idle: usize, wire: Wire) -> Result<f64, String> {
+    let server = cmd.start(wire, None).map_err(|e| e.to_string())?;
     let result = (|| -> Result<f64, String> {
         // One connection echoes one message, so lazily allocated per-process state exists
         // before the baseline is taken.
         let warm = loadgen::connect(server.addr).map_err(|e| e.to_string())?;
-        echo_one(&warm).map_err(|e| format!("warm-up echo failed: {e}"))?;
+        echo_one(&warm, wire).map_err(|e| format!("warm-up echo failed: {e}"))?;
         let fds0 = server.open_fds().map_err(|e| e.to_string())?;
         let rss0 = settled_rss(&server)?;
         let mut conns = Vec::with_capacity(idle);
@@ -989,10 +1005,10 @@ fn idle_once(cmd: &ServerCmd, idle: usize) -> Result<f64, String> {
     Ok(bytes)
 }
 
-fn echo_one(stream: &std::net::TcpStream) -> io::Result<()> {
+fn echo_one(stream: &std::net::TcpStream, wire: Wire) -> io::Result<()> {
     use std::io::{Read, Write};
     let mut msg = Vec::new();
-    Wire::Length.encode(7, 32, &mut msg);
+    wire.encode(7, 32, &mut msg);
     let mut s = stream;
     s.write_all(&msg)?;
     let mut back = vec![0u8; msg.len()];
