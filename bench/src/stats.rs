@@ -200,7 +200,13 @@ impl Goal {
             .filter(|r| self.meets(**r))
             .count();
         let all = ratio.pairs.len();
-        match (self.meets(med), meeting == all, meeting == 0) {
+        // One pair cannot show how much the ratio moves between runs, so it is never certain.
+        let certain = all >= 2;
+        match (
+            self.meets(med),
+            certain && meeting == all,
+            certain && meeting == 0,
+        ) {
             (true, true, _) => Verdict::Met,
             (true, false, _) => Verdict::MetNoisy,
             (false, _, true) => Verdict::Missed,
@@ -388,6 +394,23 @@ mod tests {
                 pairs: Samples::new()
             }),
             Verdict::NoData
+        );
+    }
+
+    #[test]
+    fn a_single_run_pair_never_gives_a_certain_verdict() {
+        let goal = Goal::AtLeast(1.2);
+        assert_eq!(
+            goal.judge(&PairedRatio {
+                pairs: samples(&[2.0])
+            }),
+            Verdict::MetNoisy
+        );
+        assert_eq!(
+            goal.judge(&PairedRatio {
+                pairs: samples(&[0.5])
+            }),
+            Verdict::MissedNoisy
         );
     }
 
