@@ -8,7 +8,7 @@
 //! (`sync/mpsc/list.rs`), cut down to one consumer that never pops item by item, the way
 //! cordyceps' `TransferStack` (a Treiber push plus a take-all) never pops:
 //!
-//! - The **tail word** packs the next free position with two flags (see [`Tail`]).
+//! - The **tail word** packs the next free position with two flags, `EMPTY` and `CLOSED`.
 //!   A producer claims position `p` with one CAS of the tail word from `p` to `p + 1`.
 //!   The same CAS clears `EMPTY`, so the push learns atomically whether it found the queue
 //!   empty: that is the [`Wake`] hint.
@@ -18,7 +18,7 @@
 //!   block's last slot links the next block and then steps the tail over the sentinel; other
 //!   producers wait at the sentinel for that short step.
 //! - The producer writes its item into its slot and publishes it by swapping the slot's
-//!   **stamp** to "published at `p`" with `Release` (see [`Stamp`]).
+//!   **stamp** to "published at `p`" with `Release`.
 //! - [`Consumer::drain`] reads published slots in position order, which is the order in which
 //!   the pushes' CASes were linearised, so no reversal pass is needed.
 //!   When it has read every claimed position it marks the queue empty with one CAS of the tail

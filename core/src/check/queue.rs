@@ -1,7 +1,7 @@
 //! Checks of the send queue's properties, shared by loom models and stress tests.
 //!
 //! The same bodies run as loom models (in `model/`, compiled with `--cfg loom`, where the
-//! [`sync`](crate::sync) facade hands out loom's threads and atomics) and as plain
+//! [`crate::sync`] facade hands out loom's threads and atomics) and as plain
 //! multi-threaded stress tests (in `core/tests/queue_*.rs` and under the sanitizers).
 //!
 //! - [`run`] plays a [`Scenario`]: producer threads push numbered [`Item`]s while the calling
