@@ -222,7 +222,7 @@ pub struct Server<F: Framing + Clone> {
     accept_retry: bool,
     shutdown_deadline: Option<Instant>,
     signals_installed: bool,
-    wake_hook: Option<Box<dyn FnMut()>>,
+    wake_hook: Option<Box<dyn FnMut() + Send>>,
 }
 
 impl<F: Framing + Clone> fmt::Debug for Server<F> {
@@ -499,7 +499,7 @@ impl<F: Framing + Clone> Server<F> {
     /// Runs `hook` on the loop thread between its two wake-up steps (eventfd reset and queue
     /// drain, in whichever order the variant uses), so a test can land a push exactly there.
     #[doc(hidden)]
-    pub fn set_wake_hook(&mut self, hook: impl FnMut() + 'static) {
+    pub fn set_wake_hook(&mut self, hook: impl FnMut() + Send + 'static) {
         self.wake_hook = Some(Box::new(hook));
     }
 
@@ -618,20 +618,28 @@ impl<F: Framing + Clone> Server<F> {
     fn on_wake<H: Handler<F>>(&mut self, handler: &mut H) {
         if self.config.known_bad == KnownBad::DrainBeforeEventfdReset {
             // KNOWN-BAD: a push landing between this drain and the reset loses its wake-up.
-            self.take_commands();
-            if let Some(hook) = self.wake_hook.as_mut() {
-                hook();
-            }
+            self.run_commands(handler);
+            self.run_wake_hook();
             self.reset_waker();
         } else {
-            // Reset first: any push after this point writes the eventfd again.
+            // Reset first: any push after this point writes the eventfd again, so the drain
+            // below either sees it or leaves a wake-up pending for the next turn.
             self.reset_waker();
-            if let Some(hook) = self.wake_hook.as_mut() {
-                hook();
-            }
-            self.take_commands();
+            self.run_wake_hook();
+            self.run_commands(handler);
         }
+    }
+
+    fn run_wake_hook(&mut self) {
+        if let Some(hook) = self.wake_hook.as_mut() {
+            hook();
+        }
+    }
+
+    /// Drains the command queue and, through `Ready` commands, the connections' send queues.
+    fn run_commands<H: Handler<F>>(&mut self, handler: &mut H) {
         let mut commands = std::mem::take(&mut self.command_buf);
+        commands.extend(self.commands.drain());
         for command in commands.drain(..) {
             match command {
                 Command::Ready(id) => self.drain_send_queue(id, handler),
@@ -650,10 +658,6 @@ impl<F: Framing + Clone> Server<F> {
             // somehow does, the commands are still drained below, so nothing is lost.
             Err(_) => {}
         }
-    }
-
-    fn take_commands(&mut self) {
-        self.command_buf.extend(self.commands.drain());
     }
 
     fn drain_send_queue<H: Handler<F>>(&mut self, id: ConnId, handler: &mut H) {
@@ -713,10 +717,24 @@ impl<F: Framing + Clone> Server<F> {
                             // Free one fd, take the waiting client with it and close it at
                             // once, so the client sees a close instead of hanging.
                             drop(spare);
-                            if let Ok((client, _)) = sys::accept(self.listeners[index].fd.as_fd()) {
-                                drop(client);
-                            }
+                            let taken = sys::accept(self.listeners[index].fd.as_fd());
+                            // Close the client before reopening the spare, which needs its fd.
+                            let taken = taken.map(drop);
                             self.spare_fd = File::open("/dev/null").ok();
+                            match taken {
+                                Ok(()) => {}
+                                // At the fd limit accept reports EMFILE even with an empty
+                                // backlog (the fd is allocated first); EAGAIN here is the real
+                                // answer: nobody is waiting.
+                                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                                // The freed fd went elsewhere: retry when a connection closes,
+                                // rather than spin.
+                                Err(e) if sys::is_fd_exhaustion(&e) => {
+                                    self.accept_paused = true;
+                                    return;
+                                }
+                                Err(_) => {}
+                            }
                         }
                         None => {
                             self.spare_fd = File::open("/dev/null").ok();

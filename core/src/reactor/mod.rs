@@ -626,6 +626,13 @@ impl<F: Framing> LoopHandle<F> {
         }
     }
 
+    /// Writes the loop's eventfd whatever the command queue's state (tests only: it unsticks a
+    /// known-bad variant that lost its wake-up, so the test can shut it down and join it).
+    #[doc(hidden)]
+    pub fn wake_unconditionally(&self) -> io::Result<()> {
+        self.shared.waker.signal()
+    }
+
     /// Sends `SIGUSR1` to the loop thread while [`Server::run`] executes, so `epoll_wait` fails
     /// with `EINTR` (tests only; install a handler first with
     /// [`testing::install_noop_sigusr1`]). Returns whether the loop was running.
