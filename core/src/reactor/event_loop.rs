@@ -514,9 +514,8 @@ impl<F: Framing + Clone> Server<F> {
         let result = self.run_turns(&mut handler);
         *lock(&self.shared.loop_thread) = None;
         // Whatever ended the loop, nothing is left open: close the rest, refuse new commands.
-        let ids: Vec<ConnId> = self.live_ids();
-        for id in ids {
-            self.finish(id, None, &mut handler);
+        for id in self.live_ids() {
+            self.abandon(id, &mut handler);
         }
         for command in self.commands.close() {
             if let Command::Connect(target) = command {
@@ -543,7 +542,7 @@ impl<F: Framing + Clone> Server<F> {
                 if now >= deadline {
                     // The flush bound is over: close what is left, counting what it did not send.
                     for id in self.live_ids() {
-                        self.finish(id, None, handler);
+                        self.abandon(id, handler);
                     }
                     return Ok(());
                 }
@@ -1270,6 +1269,19 @@ impl<F: Framing + Clone> Server<F> {
                 unsent_bytes,
             },
         );
+    }
+
+    /// Closes a connection at once whatever its phase: a connect in progress is reported as
+    /// failed, anything else as a disconnect that counts what it did not send.
+    fn abandon<H: Handler<F>>(&mut self, id: ConnId, handler: &mut H) {
+        let Some(conn) = self.conn_mut(id) else {
+            return;
+        };
+        if let Phase::Connecting { .. } = conn.core.phase {
+            self.fail_connect(id, shutting_down_error(), handler);
+        } else {
+            self.finish(id, None, handler);
+        }
     }
 
     /// Removes a connection from epoll, the routes and its slot; the fd closes when the

@@ -794,3 +794,97 @@ pub(crate) fn is_transient_accept_error(err: &io::Error) -> bool {
             | Some(libc::ENETUNREACH)
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Adds `value` to the eventfd's counter with one raw write.
+    fn add(fd: &EventFd, value: u64) -> io::Result<usize> {
+        // SAFETY: `value` is 8 readable bytes, the size an eventfd write needs; `fd` is open.
+        cvt_size(unsafe {
+            libc::write(
+                fd.fd.as_raw_fd(),
+                (&value as *const u64).cast(),
+                mem::size_of::<u64>(),
+            )
+        })
+    }
+
+    #[test]
+    fn signal_on_a_full_eventfd_counter_counts_as_already_signalled() {
+        let fd = EventFd::new().unwrap();
+        // The counter's maximum is u64::MAX - 1.
+        add(&fd, u64::MAX - 1).unwrap();
+        // The situation is real: a plain write of 1 now fails with EAGAIN...
+        let raw = add(&fd, 1).unwrap_err();
+        assert_eq!(raw.kind(), io::ErrorKind::WouldBlock);
+        // ...and `signal` treats it as "already signalled" instead of an error.
+        fd.signal().unwrap();
+        assert_eq!(
+            fd.reset().unwrap(),
+            u64::MAX - 1,
+            "the wake-up is still pending"
+        );
+        assert_eq!(fd.reset().unwrap(), 0, "and reset consumed it");
+    }
+
+    #[test]
+    fn reset_returns_the_count_and_zeroes_it() {
+        let fd = EventFd::new().unwrap();
+        assert_eq!(
+            fd.reset().unwrap(),
+            0,
+            "an unsignalled eventfd reads as 0 without blocking"
+        );
+        fd.signal().unwrap();
+        fd.signal().unwrap();
+        assert_eq!(fd.reset().unwrap(), 2);
+        assert_eq!(fd.reset().unwrap(), 0);
+    }
+
+    #[test]
+    fn epoll_reports_an_eventfd_edge_once_per_signal() {
+        let epoll = Epoll::new().unwrap();
+        let fd = EventFd::new().unwrap();
+        epoll
+            .add(
+                fd.as_fd(),
+                7,
+                Interest {
+                    readable: true,
+                    writable: false,
+                },
+            )
+            .unwrap();
+        let mut events = Events::with_capacity(4);
+        let mut interrupted = 0;
+        let now = Some(Instant::now());
+        epoll
+            .wait(&mut events, now, true, &mut interrupted)
+            .unwrap();
+        assert_eq!(events.len(), 0);
+        fd.signal().unwrap();
+        epoll
+            .wait(&mut events, now, true, &mut interrupted)
+            .unwrap();
+        assert_eq!(events.len(), 1);
+        assert_eq!(events.get(0).token, 7);
+        assert!(events.get(0).readable);
+        // Edge-triggered: no new edge until the next signal, even though it was not reset.
+        epoll
+            .wait(&mut events, now, true, &mut interrupted)
+            .unwrap();
+        assert_eq!(events.len(), 0);
+    }
+
+    #[test]
+    fn accepted_peer_addresses_are_decoded() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        // A blocking listener: accept4 waits for the client, which is already connected.
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        use std::os::fd::AsFd;
+        let (_fd, peer) = accept(listener.as_fd()).unwrap();
+        assert_eq!(peer, Endpoint::Tcp(client.local_addr().unwrap()));
+    }
+}

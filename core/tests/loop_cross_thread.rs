@@ -1,0 +1,271 @@
+//! Cross-thread sends from several threads while connections close, with exactly-once
+//! accounting: every message a `ConnHandle::send` accepted is either read by the peer or counted
+//! in `on_disconnect`; every other message came back to its sender as `Closed` or `Full`.
+
+mod loop_support;
+
+use std::collections::{HashMap, HashSet};
+use std::io::{BufRead, BufReader, Write};
+use std::sync::mpsc;
+
+use loop_support::*;
+use refloop::framing::Lines;
+use refloop::{Config, ConnHandle, ConnId, Disconnect, SendError};
+
+const CONNS: usize = 4;
+const SENDERS: usize = 3;
+const PER_SENDER: usize = 3000;
+
+/// What one sender thread got back for one connection.
+#[derive(Default)]
+struct Tally {
+    ok: Vec<String>,
+    closed: usize,
+    full: usize,
+}
+
+#[test]
+fn cross_thread_sends_are_accounted_exactly_once_while_connections_close() {
+    // A small watermark so that `Full` really happens while the peers read.
+    let cfg = Config {
+        high_watermark: 8 * 1024,
+        low_watermark: 2 * 1024,
+        ..Config::default()
+    };
+    let server = lines_server(cfg);
+    let (mut handler, rx) = Recorder::<Lines>::new(false);
+    handler.close_on = Some("bye".to_string());
+    let running = Running::spawn(server, handler);
+    let addr = running.addr.unwrap();
+
+    // Each peer reads everything; after 50 lines it asks the loop to close the connection,
+    // while the senders are still going, then reads on until EOF.
+    let mut peers = Vec::new();
+    let mut handles: Vec<ConnHandle<Lines>> = Vec::new();
+    let mut ids: Vec<ConnId> = Vec::new();
+    for _ in 0..CONNS {
+        let stream = client(addr);
+        let Event::Connected { id, handle, .. } = next(&rx) else {
+            panic!("expected a connect")
+        };
+        ids.push(id);
+        handles.push(handle);
+        peers.push(std::thread::spawn(move || {
+            let mut lines = Vec::new();
+            let mut reader = BufReader::new(&stream);
+            loop {
+                let mut line = String::new();
+                match reader.read_line(&mut line) {
+                    Ok(0) => break,
+                    Ok(_) => {
+                        assert!(
+                            line.ends_with('\n'),
+                            "a whole line, never a torn one: {line:?}"
+                        );
+                        line.pop();
+                        lines.push(line);
+                        if lines.len() == 50 {
+                            (&stream).write_all(b"bye\n").unwrap();
+                        }
+                    }
+                    Err(e) => panic!("peer read failed: {e}"),
+                }
+            }
+            lines
+        }));
+    }
+
+    let (tally_tx, tally_rx) = mpsc::channel::<(usize, usize, Tally)>();
+    let senders: Vec<_> = (0..SENDERS)
+        .map(|t| {
+            let mut handles: Vec<ConnHandle<Lines>> = handles.clone();
+            let tally_tx = tally_tx.clone();
+            std::thread::spawn(move || {
+                let mut tallies: Vec<Tally> = (0..CONNS).map(|_| Tally::default()).collect();
+                let mut open = [true; CONNS];
+                for i in 0..PER_SENDER {
+                    for (c, handle) in handles.iter_mut().enumerate() {
+                        if !open[c] {
+                            continue;
+                        }
+                        let msg = format!("s{t}-c{c}-{i}");
+                        match handle.send(msg.clone()) {
+                            Ok(()) => tallies[c].ok.push(msg),
+                            Err(SendError::Closed(back)) => {
+                                assert_eq!(back, msg, "Closed hands the message back");
+                                tallies[c].closed += 1;
+                                open[c] = false;
+                            }
+                            Err(SendError::Full(back)) => {
+                                assert_eq!(back, msg, "Full hands the message back");
+                                tallies[c].full += 1;
+                            }
+                            Err(other) => panic!("unexpected {other}"),
+                        }
+                    }
+                }
+                for (c, tally) in tallies.into_iter().enumerate() {
+                    tally_tx.send((t, c, tally)).unwrap();
+                }
+            })
+        })
+        .collect();
+    drop(tally_tx);
+    drop(handles);
+    for sender in senders {
+        sender.join().unwrap();
+    }
+    let mut tallies: HashMap<(usize, usize), Tally> = HashMap::new();
+    for (t, c, tally) in tally_rx {
+        tallies.insert((t, c), tally);
+    }
+    let received: Vec<Vec<String>> = peers.into_iter().map(|p| p.join().unwrap()).collect();
+
+    let mut disconnects: HashMap<ConnId, Disconnect> = HashMap::new();
+    while disconnects.len() < CONNS {
+        if let Event::Disconnected { id, disconnect } = next(&rx) {
+            disconnects.insert(id, disconnect);
+        }
+    }
+    running.stop().expect("run");
+
+    let (mut total_ok, mut total_closed, mut total_full) = (0, 0, 0);
+    for c in 0..CONNS {
+        let got = &received[c];
+        let unique: HashSet<&String> = got.iter().collect();
+        assert_eq!(
+            unique.len(),
+            got.len(),
+            "conn {c}: no message is delivered twice"
+        );
+        let mut ok: HashSet<&String> = HashSet::new();
+        for t in 0..SENDERS {
+            let tally = &tallies[&(t, c)];
+            total_ok += tally.ok.len();
+            total_closed += tally.closed;
+            total_full += tally.full;
+            ok.extend(tally.ok.iter());
+            // Per producer, the queue keeps order.
+            let prefix = format!("s{t}-");
+            let seq: Vec<usize> = got
+                .iter()
+                .filter(|l| l.starts_with(&prefix))
+                .map(|l| l.rsplit('-').next().unwrap().parse().unwrap())
+                .collect();
+            assert!(
+                seq.windows(2).all(|w| w[0] < w[1]),
+                "conn {c}, sender {t}: in order"
+            );
+        }
+        assert!(
+            unique.iter().all(|l| ok.contains(*l)),
+            "conn {c}: only accepted messages arrive"
+        );
+        let d = &disconnects[&ids[c]];
+        assert_eq!(
+            ok.len(),
+            got.len() + d.undelivered_messages,
+            "conn {c}: every accepted message is delivered or counted undelivered ({:?})",
+            d.reason
+        );
+        if d.undelivered_messages == 0 {
+            assert_eq!(
+                d.unsent_bytes, 0,
+                "conn {c}: nothing delivered was left unsent"
+            );
+        }
+    }
+    println!("@@stat cross-thread-ok exactly_once {total_ok}");
+    println!("@@stat cross-thread-closed exactly_once {total_closed}");
+    println!("@@stat cross-thread-full exactly_once {total_full}");
+    assert!(
+        total_closed > 0,
+        "the scenario must race sends against closes"
+    );
+}
+
+#[test]
+fn unsent_bytes_are_counted_exactly_when_a_close_cannot_flush() {
+    // Peers that stop reading: the loop's close cannot flush within its linger bound, so the
+    // rest is counted as unsent. The kernel still delivers what the loop did write (a close
+    // with an empty receive queue is a FIN, not an RST), so peer bytes + unsent = accepted.
+    let cfg = Config {
+        send_buffer_size: Some(4096),
+        high_watermark: 256 * 1024,
+        close_linger: std::time::Duration::from_millis(100),
+        ..Config::default()
+    };
+    let server = lines_server(cfg);
+    let (mut handler, rx) = Recorder::<Lines>::new(false);
+    handler.close_on = Some("bye".to_string());
+    let running = Running::spawn(server, handler);
+    let addr = running.addr.unwrap();
+    let mut streams = Vec::new();
+    let mut handles: Vec<ConnHandle<Lines>> = Vec::new();
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        // A small receive buffer, so the kernel cannot absorb the piled-up output.
+        let socket =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        socket.connect(&addr.into()).unwrap();
+        streams.push(std::net::TcpStream::from(socket));
+        let Event::Connected { id, handle, .. } = next(&rx) else {
+            panic!("expected a connect")
+        };
+        ids.push(id);
+        handles.push(handle);
+    }
+    let senders: Vec<_> = (0..SENDERS)
+        .map(|t| {
+            let mut handles = handles.clone();
+            std::thread::spawn(move || {
+                let mut ok_bytes = vec![0usize; handles.len()];
+                for i in 0..PER_SENDER {
+                    for (c, handle) in handles.iter_mut().enumerate() {
+                        let msg = format!("s{t}-c{c}-{i}-{}", "x".repeat(100));
+                        let len = msg.len() + 1;
+                        if handle.send(msg).is_ok() {
+                            ok_bytes[c] += len;
+                        }
+                    }
+                }
+                ok_bytes
+            })
+        })
+        .collect();
+    let ok_bytes: Vec<usize> = senders.into_iter().fold(vec![0; 2], |mut acc, s| {
+        for (a, b) in acc.iter_mut().zip(s.join().unwrap()) {
+            *a += b;
+        }
+        acc
+    });
+    // Ask for the close while output is piled up to the watermark and nobody reads.
+    for stream in &streams {
+        send(stream, "bye\n");
+    }
+    drop(handles);
+    let mut disconnects: HashMap<ConnId, Disconnect> = HashMap::new();
+    while disconnects.len() < 2 {
+        if let Event::Disconnected { id, disconnect } = next(&rx) {
+            disconnects.insert(id, disconnect);
+        }
+    }
+    // Only now read what the kernel holds and still delivers.
+    for (c, stream) in streams.iter().enumerate() {
+        let (bytes, eof) = read_to_eof(stream, PATIENCE);
+        assert!(eof, "conn {c}: closed after the linger bound");
+        let d = &disconnects[&ids[c]];
+        assert!(
+            d.unsent_bytes > 0,
+            "conn {c}: the scenario must leave bytes unsent"
+        );
+        assert_eq!(
+            ok_bytes[c],
+            bytes.len() + d.unsent_bytes,
+            "conn {c}: accepted bytes = delivered + counted unsent ({:?})",
+            d.reason
+        );
+    }
+    running.stop().expect("run");
+}
