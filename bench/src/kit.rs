@@ -23,6 +23,9 @@ pub struct LoomModel {
     pub test: String,
     /// Executions explored, summed over the `@@stat loom-executions` lines it printed, if any.
     pub executions: Option<u64>,
+    /// Executions loom needed to reject a known-bad variant, summed over the
+    /// `@@stat loom-executions-to-reject` lines it printed, if any.
+    pub to_reject: Option<u64>,
     /// Wall time of the test alone.
     pub seconds: f64,
     /// Whether the test passed.
@@ -40,12 +43,18 @@ pub struct FuzzTarget {
     pub error: Option<String>,
 }
 
-/// Extracts `(model, n)` from every `@@stat loom-executions <model> <n>` line.
-pub fn parse_loom_stats(text: &str) -> Vec<(String, u64)> {
+/// Extracts `(metric, model, n)` from every `@@stat <metric> <model> <n>` whose metric is
+/// `metric`.
+///
+/// The stat may follow other text on its line: with `--nocapture`, libtest prints
+/// `test name ... ` and the test's own output on the same line.
+pub fn parse_stats(text: &str, metric: &str) -> Vec<(String, u64)> {
     text.lines()
         .filter_map(|l| {
-            let mut f = l.split_whitespace();
-            if f.next()? != "@@stat" || f.next()? != "loom-executions" {
+            let at = l.find("@@stat ")?;
+            let mut f = l[at..].split_whitespace();
+            f.next()?;
+            if f.next()? != metric {
                 return None;
             }
             let model = f.next()?.to_string();
@@ -53,6 +62,11 @@ pub fn parse_loom_stats(text: &str) -> Vec<(String, u64)> {
             Some((model, n))
         })
         .collect()
+}
+
+/// Extracts `(model, n)` from every `@@stat loom-executions <model> <n>`.
+pub fn parse_loom_stats(text: &str) -> Vec<(String, u64)> {
+    parse_stats(text, "loom-executions")
 }
 
 /// Extracts `(runs, seconds)` from libFuzzer's last `Done N runs in S second(s)` line.
@@ -151,11 +165,14 @@ pub fn run_loom(root: &Path, max_preemptions: &str) -> Result<(Vec<LoomModel>, D
                 .output()
                 .map_err(|e| format!("cannot run {}: {e}", exe.display()))?;
             let seconds = t.elapsed().as_secs_f64();
-            let stats = parse_loom_stats(&output_text(&run));
-            let executions = (!stats.is_empty()).then(|| stats.iter().map(|s| s.1).sum());
+            let text = output_text(&run);
+            let sum = |stats: Vec<(String, u64)>| {
+                (!stats.is_empty()).then(|| stats.iter().map(|s| s.1).sum())
+            };
             models.push(LoomModel {
                 test,
-                executions,
+                executions: sum(parse_loom_stats(&text)),
+                to_reject: sum(parse_stats(&text, "loom-executions-to-reject")),
                 seconds,
                 passed: run.status.success(),
             });
@@ -253,13 +270,17 @@ mod tests {
 
     #[test]
     fn loom_stat_lines_are_found_among_other_output() {
-        let text = "running 1 test\n@@stat loom-executions queue_exactly_once 18234\nnoise @@stat x\n@@stat proptest-cases s 256\n  @@stat loom-executions wake 7\n";
+        let text = "running 1 test\n@@stat loom-executions queue_exactly_once 18234\nnoise @@stat x\n@@stat proptest-cases s 256\ntest a ... @@stat loom-executions wake 7\n@@stat loom-executions-to-reject bad 12\n";
         assert_eq!(
             parse_loom_stats(text),
             vec![
                 ("queue_exactly_once".to_string(), 18234),
                 ("wake".to_string(), 7)
             ]
+        );
+        assert_eq!(
+            parse_stats(text, "loom-executions-to-reject"),
+            vec![("bad".to_string(), 12)]
         );
     }
 
