@@ -65,11 +65,13 @@ impl Tally {
             if let (Some(metric), Some(name), Some(value)) =
                 (words.next(), words.next(), words.next())
             {
-                self.stats.push((
-                    metric.to_string(),
-                    name.to_string(),
-                    value.trim().to_string(),
-                ));
+                // A labelled step (tsan, asan) tells its counts apart from a sibling step's.
+                let name = match label {
+                    Some(label) => format!("{label}:{name}"),
+                    None => name.to_string(),
+                };
+                self.stats
+                    .push((metric.to_string(), name, value.trim().to_string()));
             }
         } else if let Some(rest) = line.strip_prefix("stat::number_of_executed_units:") {
             if let (Some(target), Ok(n)) = (label, rest.trim().parse::<u64>()) {
@@ -83,6 +85,10 @@ impl Tally {
             Counts::Tests => self.tests_passed + self.tests_failed > 0,
             Counts::FuzzExecutions => self.fuzz_runs.iter().any(|(_, n)| *n > 0),
             Counts::Files => self.files > 0,
+            Counts::Stat(metric) => self
+                .stats
+                .iter()
+                .any(|(m, _, v)| m == metric && v.parse::<f64>().is_ok_and(|v| v > 0.0)),
         }
     }
 }
@@ -310,7 +316,7 @@ mod tests {
             t.stats,
             vec![(
                 "loom-executions".into(),
-                "queue_exactly_once".into(),
+                "framing:queue_exactly_once".into(),
                 "1234".into()
             )]
         );

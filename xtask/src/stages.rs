@@ -161,6 +161,9 @@ pub enum Counts {
     FuzzExecutions,
     /// Lint-like stages (fmt, clippy, doc): the stage checked nothing if no file was seen.
     Files,
+    /// Harness-less binaries that report `@@stat <metric> ...`: nothing was checked unless one
+    /// reported a positive value.
+    Stat(&'static str),
 }
 
 /// One stage of `test-all`.
@@ -387,7 +390,7 @@ fn sanitize(ctx: &Ctx) -> Option<Stage> {
                 .expect_failure(&["WARNING: ThreadSanitizer: data race"]),
             asan.label("asan"),
         ],
-        counts: Counts::Tests,
+        counts: Counts::Stat("sanitize-rounds"),
         files: 0,
     })
 }
