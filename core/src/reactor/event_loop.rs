@@ -917,6 +917,7 @@ impl<F: Framing + Clone> Server<F> {
 
     fn on_conn_event<H: Handler<F>>(&mut self, event: sys::Event, handler: &mut H) {
         let id = ConnId::from_token(event.token);
+        let ignore_writable = self.config.known_bad == KnownBad::IgnoreWritable;
         let Some(conn) = self.conn_mut(id) else {
             bump(&self.shared.stats.stale_events);
             return;
@@ -936,7 +937,8 @@ impl<F: Framing + Clone> Server<F> {
                 Err(e) => return self.finish(id, Some(DisconnectReason::Error(e)), handler),
             }
         }
-        if event.writable {
+        if event.writable && !ignore_writable {
+            // The EPOLLOUT edge: the send buffer has room again.
             conn.core.write_blocked = false;
         }
         let readable = event.readable || event.read_hup || event.hup;

@@ -170,6 +170,12 @@ pub enum KnownBad {
     EintrFatal,
     /// Drain the send queues, then reset the eventfd (EPOLL-NOTES 12): a wake-up is lost.
     DrainBeforeEventfdReset,
+    /// Ignore `EPOLLOUT` edges (EPOLL-NOTES 4): output stuck behind `EAGAIN` never resumes.
+    IgnoreWritable,
+    /// A push onto an empty send queue does not wake the loop (EPOLL-NOTES 11).
+    SkipWake,
+    /// Every push writes the eventfd, not just the first on an empty queue (EPOLL-NOTES 13).
+    WakeEveryPush,
 }
 
 /// Names one connection for the lifetime of a loop; never reused.
@@ -361,6 +367,7 @@ pub(crate) struct StatCells {
     pub(crate) write_calls: AtomicU64,
     pub(crate) read_calls: AtomicU64,
     pub(crate) turns: AtomicU64,
+    pub(crate) signals: AtomicU64,
 }
 
 impl StatCells {
@@ -397,6 +404,8 @@ pub struct Stats {
     pub read_calls: u64,
     /// Loop turns (`epoll_wait` returns).
     pub turns: u64,
+    /// Eventfd writes made by handles (one per empty-to-non-empty transition).
+    pub signals: u64,
 }
 
 /// The routing entry of one live connection, for [`LoopHandle::send_to`].
@@ -422,10 +431,16 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// Writes the eventfd, counting it.
+    pub(crate) fn signal(&self) -> io::Result<()> {
+        StatCells::add(&self.stats.signals, 1);
+        self.waker.signal()
+    }
+
     /// Queues `command` and writes the eventfd if the command queue was empty.
     pub(crate) fn command(&self, command: Command) -> io::Result<()> {
         match self.commands.push(command) {
-            Ok(Wake::Needed) => self.waker.signal(),
+            Ok(Wake::Needed) => self.signal(),
             // A wake-up is already pending for the earlier command.
             Ok(Wake::NotNeeded) => Ok(()),
             Err(_) => Err(io::Error::new(
@@ -463,11 +478,20 @@ fn push_encoded<M>(
         return Err(SendError::Full(msg));
     }
     match queue.push(bytes) {
+        Ok(Wake::Needed) if shared.known_bad == KnownBad::SkipWake => {
+            // KNOWN-BAD: the loop never hears about this queue.
+            Ok(())
+        }
         Ok(Wake::Needed) => {
             // The queue was empty: tell the loop which connection to drain. If the loop has
             // exited, it closed this queue first and counted the bytes as undelivered, so the
             // error needs no handling here.
             let _ = shared.command(Command::Ready(id));
+            Ok(())
+        }
+        Ok(Wake::NotNeeded) if shared.known_bad == KnownBad::WakeEveryPush => {
+            // KNOWN-BAD (wasteful, not wrong): a syscall for a wake-up already pending.
+            let _ = shared.signal();
             Ok(())
         }
         // An earlier push on this queue has a wake-up pending that covers this one.
@@ -623,6 +647,7 @@ impl<F: Framing> LoopHandle<F> {
             write_calls: get(&s.write_calls),
             read_calls: get(&s.read_calls),
             turns: get(&s.turns),
+            signals: get(&s.signals),
         }
     }
 
