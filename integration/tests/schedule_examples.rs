@@ -2,6 +2,7 @@
 //! named after and that every invariant holds there.
 //! They pin the scenarios the random schedules are tuned to reach.
 
+use refloop::reactor::KnownBad;
 use refloop_integration::schedule::exec::{self, Outcome};
 use refloop_integration::schedule::{Buffer, Malformation, Schedule, Step, Tuning, Wire};
 
@@ -109,35 +110,53 @@ fn malformed_frame_disconnects_only_its_sender() {
     }
 }
 
+/// Closes c0, waits until the server saw it, reconnects the slot (the server reuses the
+/// connection slot and, most likely, the fd number), then sends to the old connection by its
+/// stale id (odd count) and through its stale handle (even count).
+fn slot_reuse_then_stale_sends() -> Vec<Step> {
+    let stale = |count| Step::CrossSend {
+        client: 0,
+        thread: 0,
+        count,
+        len: 20,
+        stale: true,
+    };
+    vec![
+        Step::Connect { client: 0 },
+        Step::Sync { client: 0 },
+        Step::Close { client: 0 },
+        Step::Sync { client: 0 },
+        Step::Connect { client: 0 },
+        Step::Sync { client: 0 },
+        stale(1),
+        stale(2),
+        send(0, 10),
+    ]
+}
+
 #[test]
 fn stale_handle_and_stale_id_are_refused_after_the_slot_is_reused() {
     let outcome = run(
         Wire::LengthPrefixed,
         Tuning::default(),
-        vec![
-            Step::Connect { client: 0 },
-            Step::Sync { client: 0 },
-            Step::Close { client: 0 },
-            Step::Sync { client: 0 },
-            Step::Connect { client: 1 },
-            Step::Sync { client: 1 },
-            // Odd count: through `LoopHandle::send_to` with the stale id; even: the stale handle.
-            Step::CrossSend {
-                client: 0,
-                thread: 0,
-                count: 1,
-                len: 20,
-            },
-            Step::CrossSend {
-                client: 0,
-                thread: 0,
-                count: 2,
-                len: 20,
-            },
-            send(1, 10),
-        ],
+        slot_reuse_then_stale_sends(),
     );
     assert!(outcome.reach.stale_send);
+}
+
+#[test]
+fn stale_id_reaching_the_new_connection_is_rejected_as_foreign_bytes() {
+    let schedule = Schedule {
+        wire: Wire::LengthPrefixed,
+        tuning: Tuning::default(),
+        steps: slot_reuse_then_stale_sends(),
+    };
+    let bad = exec::Options {
+        known_bad: KnownBad::NoGeneration,
+        ..exec::Options::from_env()
+    };
+    let err = exec::run(&schedule, &bad).expect_err("ids without generation must be caught");
+    assert!(err.contains("from another connection"), "{err}");
 }
 
 #[test]
@@ -165,14 +184,70 @@ fn cross_thread_sends_over_the_high_watermark_come_back_full() {
                 thread: 1,
                 count: 40,
                 len: 4000,
+                stale: false,
             },
             Step::CrossSend {
                 client: 0,
                 thread: 0,
                 count: 40,
                 len: 4000,
+                stale: false,
             },
         ],
     );
     assert!(outcome.reach.full);
+}
+
+#[test]
+fn connections_queued_while_the_loop_is_held_are_all_accepted() {
+    let steps = vec![
+        Step::HoldLoop {
+            client: 0,
+            steps: 3,
+        },
+        Step::Connect { client: 1 },
+        Step::Connect { client: 2 },
+        Step::Connect { client: 3 },
+        send(1, 10),
+        send(2, 10),
+        send(3, 10),
+    ];
+    let outcome = run(Wire::Lines, Tuning::default(), steps.clone());
+    assert!(outcome.reach.held_wakeup);
+    let schedule = Schedule {
+        wire: Wire::Lines,
+        tuning: Tuning::default(),
+        steps,
+    };
+    let bad = exec::Options {
+        known_bad: KnownBad::AcceptOnce,
+        stall: std::time::Duration::from_millis(500),
+    };
+    let err = exec::run(&schedule, &bad).expect_err("accept-once must be caught");
+    assert!(
+        err.contains("accept") || err.contains("never reported"),
+        "{err}"
+    );
+}
+
+#[test]
+fn bytes_arriving_faster_than_one_read_are_all_delivered() {
+    // One 40 000-byte frame against 512-byte reads: the loop must read until EAGAIN.
+    let steps = vec![send(0, 40_000)];
+    let tuning = Tuning {
+        read_chunk: 512,
+        ..Tuning::default()
+    };
+    run(Wire::LengthPrefixed, tuning, steps.clone());
+    let schedule = Schedule {
+        wire: Wire::LengthPrefixed,
+        tuning,
+        steps,
+    };
+    let bad = exec::Options {
+        known_bad: KnownBad::ReadOnce,
+        stall: std::time::Duration::from_millis(500),
+    };
+    let err = exec::run(&schedule, &bad).expect_err("read-once must be caught");
+    assert!(err.contains("stalled"), "{err}");
 }

@@ -79,8 +79,8 @@ fn chunks(u: &mut Unstructured<'_>) -> Result<Vec<u16>> {
 
 fn step(u: &mut Unstructured<'_>, clients: u8) -> Result<Step> {
     let client = u.int_in_range(0..=clients - 1)?;
-    // The cumulative weights of `strategy::step`: 8 26 5 9 5 5 6 14 4 9 5.
-    let pick = u.int_in_range(0..=95u8)?;
+    // The weights of `strategy::step`, in its order: 8 26 7 14 5 5 6 14 4 9 5 6 (sum 109).
+    let pick = u.int_in_range(0..=108u8)?;
     Ok(match pick {
         0..=7 => Step::Connect { client },
         8..=33 => Step::Send {
@@ -89,18 +89,18 @@ fn step(u: &mut Unstructured<'_>, clients: u8) -> Result<Step> {
             chunks: chunks(u)?,
             yields: u.ratio(3, 10)?,
         },
-        34..=38 => Step::ReadSmall {
+        34..=40 => Step::ReadSmall {
             client,
             buf: u.int_in_range(1..=512u16)?,
         },
-        39..=47 => Step::Pause {
+        41..=54 => Step::Pause {
             client,
             steps: u.int_in_range(1..=24u8)?,
         },
-        48..=52 => Step::HalfClose { client },
-        53..=57 => Step::Close { client },
-        58..=63 => Step::Reset { client },
-        64..=77 => Step::CrossSend {
+        55..=59 => Step::HalfClose { client },
+        60..=64 => Step::Close { client },
+        65..=70 => Step::Reset { client },
+        71..=84 => Step::CrossSend {
             client,
             thread: u.int_in_range(0..=SENDER_THREADS)?,
             count: if u.ratio(3, 4)? {
@@ -113,6 +113,7 @@ fn step(u: &mut Unstructured<'_>, clients: u8) -> Result<Step> {
             } else {
                 u.int_in_range(257..=16_384u32)?
             },
+            stale: u.ratio(1, 4)?,
         },
         85..=88 => Step::Malformed {
             client,
@@ -135,7 +136,11 @@ fn step(u: &mut Unstructured<'_>, clients: u8) -> Result<Step> {
                 u.int_in_range(4097..=65_536u32)?
             },
         },
-        _ => Step::Sync { client },
+        98..=102 => Step::Sync { client },
+        _ => Step::HoldLoop {
+            client,
+            steps: u.int_in_range(1..=6u8)?,
+        },
     })
 }
 

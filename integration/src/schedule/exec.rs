@@ -36,9 +36,14 @@
 //! There are no sleeps: waits are `poll(2)` on the client sockets or a condition variable the
 //! handler signals.
 //!
-//! The executor installs a wake hook ([`Server::set_wake_hook`]) that yields the loop thread in
-//! the middle of its eventfd handling, which widens the race window there so that concurrent
-//! cross-thread sends land in it; the correct loop is indifferent to it.
+//! The executor installs a wake hook ([`Server::set_wake_hook`]), which the loop calls in the
+//! middle of its eventfd handling (between resetting the eventfd and draining the command queue,
+//! or the other way round in the known-bad variant).
+//! By default the hook yields the loop thread, widening that race window so that concurrent
+//! cross-thread sends land in it; after a [`Step::HoldLoop`] it holds the loop thread there
+//! until the hold ends, so connects, sends and closes pile up for one loop turn
+//! deterministically.
+//! The correct loop is indifferent to both.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
@@ -101,6 +106,8 @@ pub struct Reach {
     pub stale_send: bool,
     /// A connection used up its fairness budget and went on the ready list.
     pub requeued: bool,
+    /// A [`Step::HoldLoop`] held the loop in a wake-up.
+    pub held_wakeup: bool,
     /// After the run, a handle to a closed connection answered `Full` instead of `Closed` (a
     /// known loop deviation, tolerated with a FIXME: the message still comes back).
     pub full_after_close: bool,
@@ -363,6 +370,105 @@ impl<F: WireFraming> Handler<F> for Recorder<F> {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Holding the loop in its wake-up
+// ---------------------------------------------------------------------------------------------
+
+/// How long a [`Step::HoldLoop`] waits for its wake-up to reach the hook.
+const HOLD_TAKE_BOUND: Duration = Duration::from_millis(200);
+
+/// Lets the executor hold the loop thread inside the wake hook.
+#[derive(Default)]
+struct Gate {
+    state: Mutex<GateState>,
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct GateState {
+    /// The next wake-up holds.
+    armed: bool,
+    /// The loop thread is held now.
+    held: bool,
+    /// The executor asked the held loop thread to go on.
+    release: bool,
+    /// A hold took effect during this run.
+    ever_held: bool,
+}
+
+impl Gate {
+    /// Runs on the loop thread in every wake-up: holds it if armed (for at most `bound`),
+    /// otherwise yields it twice.
+    fn pass(&self, bound: Duration) {
+        let mut s = lock(&self.state);
+        if !s.armed {
+            drop(s);
+            std::thread::yield_now();
+            std::thread::yield_now();
+            return;
+        }
+        s.armed = false;
+        s.held = true;
+        s.ever_held = true;
+        s.release = false;
+        self.changed.notify_all();
+        let deadline = Instant::now() + bound;
+        while !s.release {
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            s = self
+                .changed
+                .wait_timeout(s, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        s.held = false;
+        s.release = false;
+    }
+
+    /// Makes the next wake-up hold (unless one is held already).
+    fn arm(&self) {
+        let mut s = lock(&self.state);
+        if !s.held {
+            s.armed = true;
+        }
+    }
+
+    /// Ends the hold, or cancels one not yet taken.
+    fn release(&self) {
+        let mut s = lock(&self.state);
+        s.armed = false;
+        if s.held {
+            s.release = true;
+            self.changed.notify_all();
+        }
+    }
+
+    /// Waits until the loop thread is held, for at most `bound`; true if it is.
+    fn wait_held(&self, bound: Duration) -> bool {
+        let deadline = Instant::now() + bound;
+        let mut s = lock(&self.state);
+        while !s.held {
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            s = self
+                .changed
+                .wait_timeout(s, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        true
+    }
+
+    fn ever_held(&self) -> bool {
+        lock(&self.state).ever_held
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Cross-thread senders
 // ---------------------------------------------------------------------------------------------
 
@@ -515,6 +621,9 @@ struct Run<'s, F: WireFraming> {
     log: Arc<Mutex<Vec<CrossRecord>>>,
     violations: Arc<Mutex<Vec<String>>>,
     senders: Option<Senders<F>>,
+    gate: Arc<Gate>,
+    /// The last step of the current hold.
+    hold_until: Option<usize>,
     step: usize,
     scratch: Vec<u8>,
 }
@@ -550,6 +659,10 @@ where
     let recorder = Recorder {
         observed: Arc::clone(&observed),
     };
+    let gate = Arc::new(Gate::default());
+    let hook_gate = Arc::clone(&gate);
+    // A safety net only: the executor releases every hold long before this.
+    let hold_bound = options.stall * 4;
     // The server is built on its own thread (it need not be `Send`), which reports back its
     // address and handle.
     let (ready_tx, ready_rx) = mpsc::channel::<Result<(SocketAddr, LoopHandle<F>), String>>();
@@ -574,10 +687,7 @@ where
                     return Ok(());
                 }
             };
-            server.set_wake_hook(|| {
-                std::thread::yield_now();
-                std::thread::yield_now();
-            });
+            server.set_wake_hook(move || hook_gate.pass(hold_bound));
             // Ignored as above.
             let _ = ready_tx.send(Ok((addr, server.handle())));
             let result = server.run(recorder);
@@ -616,6 +726,8 @@ where
         log,
         violations,
         senders: Some(senders),
+        gate,
+        hold_until: None,
         step: 0,
         scratch: vec![0; 64 * 1024],
     };
@@ -679,6 +791,11 @@ where
         }
         self.step = steps.len();
         Ok(())
+    }
+
+    fn release_hold(&mut self) {
+        self.hold_until = None;
+        self.gate.release();
     }
 
     /// Connects a new incarnation of `slot`.
@@ -792,8 +909,26 @@ where
                 thread,
                 count,
                 len,
+                stale,
             } => {
-                let at = self.latest(client)?;
+                let latest = self.latest(client)?;
+                let previous = self.incs[..latest].iter().rposition(|i| i.slot == client);
+                let at = match previous {
+                    Some(previous) if stale => {
+                        // Pin down the fd-reuse ordering: the server has seen the old
+                        // connection go (when its client closed it) and the new one arrive.
+                        let sid = self.match_server(previous)?;
+                        if matches!(self.incs[previous].state, State::Closed | State::Reset) {
+                            let name = self.incs[previous].name();
+                            self.wait_view(&format!("the server to see {name} go"), |view| {
+                                view.conns[sid].ended.is_some().then_some(())
+                            })?;
+                        }
+                        self.match_server(latest)?;
+                        previous
+                    }
+                    _ => latest,
+                };
                 let sid = self.match_server(at)?;
                 let inc = &mut self.incs[at];
                 let t = usize::from(thread.min(SENDER_THREADS));
@@ -859,6 +994,48 @@ where
                 c.shrink_buffer(which, bytes)
                     .map_err(|e| format!("setsockopt failed: {e}"))?;
             }
+            Step::HoldLoop { client, steps } => {
+                if self.hold_until.is_some() {
+                    return Ok(());
+                }
+                let at = self.usable(client)?;
+                // Start from a loop that has accepted every client so far: a held loop cannot
+                // accept, and a later step needing a match would end the hold at once.
+                for other in 0..self.incs.len() {
+                    self.match_server(other)?;
+                }
+                let sid = self.incs[at].server.expect("matched just above");
+                self.gate.arm();
+                let handle = lock(&self.observed.view).conns[sid].handle.clone();
+                let inc = &mut self.incs[at];
+                let seq = inc.cross_seq[0];
+                inc.cross_seq[0] += 1;
+                let tag = Tag {
+                    origin: Origin::Cross,
+                    client,
+                    incarnation: inc.number,
+                    thread: 0,
+                    seq,
+                };
+                let job = Job {
+                    inc: at,
+                    thread: 0,
+                    route: Route::Handle(handle),
+                    payloads: vec![wire::payload(tag, 64)],
+                };
+                perform(job, &self.log, &self.violations);
+                let accepted = lock(&self.log)
+                    .last()
+                    .is_some_and(|r| r.outcome == SendOutcome::Accepted);
+                // An accepted send wakes the loop, which then holds in the hook. If a wake-up
+                // was already under way and drained this message with it, no new one comes:
+                // after a short bound the steps go on unheld (not a failure).
+                if accepted && self.gate.wait_held(HOLD_TAKE_BOUND) {
+                    self.hold_until = Some(self.step + usize::from(steps));
+                } else {
+                    self.gate.release();
+                }
+            }
             Step::Sync { client } => {
                 let at = self.latest(client)?;
                 let sid = self.match_server(at)?;
@@ -874,12 +1051,14 @@ where
         Ok(())
     }
 
-    /// Waits until `ready` returns a value, for at most the stall bound.
+    /// Waits until `ready` returns a value, for at most the stall bound (ending any hold
+    /// first: a held loop cannot make progress).
     fn wait_view<T>(
-        &self,
+        &mut self,
         what: &str,
         mut ready: impl FnMut(&View<F>) -> Option<T>,
     ) -> Result<T, String> {
+        self.release_hold();
         let deadline = Instant::now() + self.options.stall;
         let mut view = lock(&self.observed.view);
         loop {
@@ -1038,6 +1217,7 @@ where
     /// Plays out everything the schedule started: flushes, deferred closes, reads every echo,
     /// and waits for the server to see every close.
     fn finish(&mut self) -> Result<(), String> {
+        self.release_hold();
         let cross_counts: Vec<usize> = (0..self.incs.len())
             .map(|at| self.accepted_cross(at).iter().map(Vec::len).sum())
             .collect();
@@ -1124,6 +1304,7 @@ where
         loop_thread: JoinHandle<std::io::Result<()>>,
         done: &mpsc::Receiver<()>,
     ) -> Result<Stats, String> {
+        self.release_hold();
         self.handle.shutdown();
         let mut last_progress = Instant::now();
         let mut exited = false;
@@ -1235,6 +1416,7 @@ where
         let mut reach = Reach {
             partial_write: stats.partial_writes > 0,
             requeued: stats.requeued > 0,
+            held_wakeup: self.gate.ever_held(),
             ..Reach::default()
         };
         for r in log.iter() {

@@ -26,6 +26,7 @@ pub mod client;
 pub mod exec;
 
 pub mod strategy;
+pub mod teeth;
 pub mod wire;
 
 mod arbitrary_impl;
@@ -179,6 +180,11 @@ pub enum Step {
         count: u8,
         /// The payload length of each.
         len: u32,
+        /// Send to the slot's previous incarnation (when it has one) instead of its latest: a
+        /// stale handle or id of a connection whose slot and fd the latest one may have taken.
+        /// The executor first waits until the server has seen the previous connection go (if
+        /// its client closed or reset it) and the latest one arrive, so the reuse has happened.
+        stale: bool,
     },
     /// Sends a frame the server's framing must reject; the server must drop this one connection.
     Malformed {
@@ -202,6 +208,19 @@ pub enum Step {
         /// The client slot.
         client: u8,
     },
+    /// Holds the loop thread inside an eventfd wake-up (through `Server::set_wake_hook`) for
+    /// the next `steps` steps, so that connects, sends and closes pile up for one loop turn.
+    ///
+    /// The executor first waits until the server has accepted every client connected so far.
+    /// The wake-up is the slot's own: one cross-thread message through its `ConnHandle`, sent
+    /// once the executor has armed the hook. A step that must wait for the server ends the hold
+    /// first, since a held loop cannot answer.
+    HoldLoop {
+        /// The client slot whose connection carries the waking message.
+        client: u8,
+        /// How many steps the hold lasts.
+        steps: u8,
+    },
 }
 
 impl Step {
@@ -218,7 +237,8 @@ impl Step {
             | Step::CrossSend { client, .. }
             | Step::Malformed { client, .. }
             | Step::ShrinkBuffer { client, .. }
-            | Step::Sync { client } => client,
+            | Step::Sync { client }
+            | Step::HoldLoop { client, .. } => client,
         }
     }
 }
@@ -256,8 +276,13 @@ impl fmt::Display for Schedule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "schedule over {:?}, {} step(s):",
+            "schedule over {:?} (read_chunk {}, high_watermark {}, fairness_budget {}, \
+             server SO_SNDBUF {:?}), {} step(s):",
             self.wire,
+            self.tuning.read_chunk,
+            self.tuning.high_watermark,
+            self.tuning.fairness_budget,
+            self.tuning.server_sndbuf,
             self.steps.len()
         )?;
         for (i, step) in self.steps.iter().enumerate() {
@@ -296,10 +321,21 @@ impl fmt::Display for Step {
                 thread,
                 count,
                 len,
+                stale,
             } => {
+                let route = if count % 2 == 1 {
+                    "LoopHandle::send_to(id)"
+                } else {
+                    "ConnHandle"
+                };
+                let whom = if *stale {
+                    "previous connection"
+                } else {
+                    "latest connection"
+                };
                 write!(
                     f,
-                    "c{client} {count} x {len} B through ConnHandle from thread {thread}"
+                    "c{client} {count} x {len} B to its {whom} through {route} from thread {thread}"
                 )
             }
             Step::Malformed { client, kind } => write!(f, "c{client} malformed frame {kind:?}"),
@@ -311,6 +347,9 @@ impl fmt::Display for Step {
                 write!(f, "c{client} shrink {which:?} buffer to {bytes} B")
             }
             Step::Sync { client } => write!(f, "c{client} wait for the server"),
+            Step::HoldLoop { client, steps } => {
+                write!(f, "c{client} wakes the loop and holds it for {steps} steps")
+            }
         }
     }
 }

@@ -74,7 +74,8 @@ fn with_client(mut step: Step, clients: u8) -> Step {
         | Step::CrossSend { client, .. }
         | Step::Malformed { client, .. }
         | Step::ShrinkBuffer { client, .. }
-        | Step::Sync { client } => *client = c,
+        | Step::Sync { client }
+        | Step::HoldLoop { client, .. } => *client = c,
     }
     step
 }
@@ -118,8 +119,15 @@ pub fn step() -> impl Strategy<Value = Step> {
             0..=SENDER_THREADS,
             prop_oneof![3 => 1..=8u8, 1 => 9..=64u8],
             prop_oneof![3 => 13..=256u32, 1 => 257..=16_384u32],
+            prop::bool::weighted(0.25),
         )
-            .prop_map(|(client, thread, count, len)| Step::CrossSend { client, thread, count, len }),
+            .prop_map(|(client, thread, count, len, stale)| Step::CrossSend {
+                client,
+                thread,
+                count,
+                len,
+                stale
+            }),
         4 => (
             client.clone(),
             prop_oneof![Just(Malformation::TooLong), Just(Malformation::Garbage)]
@@ -131,6 +139,7 @@ pub fn step() -> impl Strategy<Value = Step> {
             prop_oneof![1..=4096u32, 4097..=65_536u32],
         )
             .prop_map(|(client, which, bytes)| Step::ShrinkBuffer { client, which, bytes }),
-        5 => client.prop_map(|client| Step::Sync { client }),
+        5 => client.clone().prop_map(|client| Step::Sync { client }),
+        6 => (client.clone(), 1..=6u8).prop_map(|(client, steps)| Step::HoldLoop { client, steps }),
     ]
 }
