@@ -124,6 +124,13 @@ impl<T> fmt::Display for Closed<T> {
 
 impl<T: fmt::Debug> std::error::Error for Closed<T> {}
 
+impl<T> Closed<T> {
+    /// The item that was not sent.
+    pub fn into_inner(self) -> T {
+        self.0
+    }
+}
+
 /// Creates a send queue: a [`Producer`] to clone for each sending thread, and its [`Consumer`].
 pub fn channel<T>() -> (Producer<T>, Consumer<T>) {
     let (raw_tx, raw_rx) = mutant::channel::<T, { mutant::SOUND }>();
@@ -145,6 +152,27 @@ impl<T> Producer<T> {
     /// # Errors
     ///
     /// Hands `item` back as [`Closed`] once the consumer has closed or been dropped.
+    ///
+    /// # Examples
+    ///
+    /// A sender wakes the loop only on the push that needs it:
+    ///
+    /// ```
+    /// use refloop::queue::{channel, Wake};
+    ///
+    /// let (tx, rx) = channel();
+    /// let mut wake_ups = 0;
+    /// for message in ["a", "b", "c"] {
+    ///     match tx.push(message) {
+    ///         Ok(Wake::Needed) => wake_ups += 1, // The loop would write its eventfd here.
+    ///         Ok(Wake::NotNeeded) => {}
+    ///         Err(closed) => panic!("{:?} came back", closed.into_inner()),
+    ///     }
+    /// }
+    /// assert_eq!(wake_ups, 1);
+    /// drop(rx);
+    /// assert!(tx.push("late").is_err());
+    /// ```
     #[inline]
     pub fn push(&self, item: T) -> Result<Wake, Closed<T>> {
         self.raw.push(item)
@@ -180,13 +208,39 @@ pub struct Consumer<T> {
 }
 
 impl<T> Consumer<T> {
-    /// Takes every item pushed so far; the iterator yields them in push order.
+    /// Takes the items pushed so far; the iterator yields them in push order.
     ///
-    /// Push order is the order in which the pushes were linearised, so each producer's items come
-    /// out in the order that producer pushed them.
-    /// The call marks the queue empty, so the next push returns [`Wake::Needed`].
-    /// Items the iterator has not yielded when it is dropped stay queued, and the queue then
-    /// counts as non-empty: a consumer that stops early must come back without a wake-up.
+    /// Push order is the order in which the pushes' CASes were linearised, so each producer's
+    /// items come out in the order that producer pushed them.
+    ///
+    /// - The iterator ends when it has read every claimed position: it then marks the queue
+    ///   empty, so the next push returns [`Wake::Needed`].
+    /// - It also ends, early, at a push that has claimed its position but not yet written its
+    ///   item (its thread was preempted mid-push): the consumer never waits for a producer.
+    ///   That push then returns [`Wake::Needed`], and the next drain yields its item and every
+    ///   one behind it.
+    ///   So an item whose push returned before the call is yielded now, unless an earlier push
+    ///   is still in flight, in which case the in-flight push's wake-up covers it.
+    /// - Items it has not yielded when dropped stay queued, and the queue then counts as
+    ///   non-empty: a consumer that stops early (to bound its work) must come back without a
+    ///   wake-up.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use refloop::queue::{channel, Wake};
+    ///
+    /// let (tx, mut rx) = channel();
+    /// for i in 0..100 {
+    ///     tx.push(i).unwrap();
+    /// }
+    /// // Take at most 10 now, as a loop with a per-turn budget would.
+    /// assert!(rx.drain().take(10).eq(0..10));
+    /// // The rest is still queued, so a push rides on no wake-up: come back by yourself.
+    /// assert_eq!(tx.push(100), Ok(Wake::NotNeeded));
+    /// assert!(rx.drain().eq(10..=100));
+    /// assert_eq!(tx.push(101), Ok(Wake::Needed));
+    /// ```
     #[inline]
     pub fn drain(&mut self) -> Drain<'_, T> {
         Drain {
