@@ -275,6 +275,7 @@ fn frames_through_tiny_sndbuf(known_bad: KnownBad, wait: Duration) -> (usize, u6
 #[test]
 fn partial_writes_resume_at_the_exact_byte_under_a_tiny_sndbuf() {
     let (intact, partial) = frames_through_tiny_sndbuf(KnownBad::None, PATIENCE);
+    println!("@@stat partial-writes tiny_sndbuf {partial}");
     assert!(partial > 0, "the scenario must force partial writes");
     assert_eq!(intact, 2000, "every frame arrives intact and in order");
 }
@@ -560,6 +561,7 @@ fn idle_timeout_under_signal_storm(known_bad: KnownBad) -> (Option<Duration>, u6
 #[test]
 fn eintr_storm_neither_kills_the_loop_nor_delays_the_idle_timeout() {
     let (took, retries, ok) = idle_timeout_under_signal_storm(KnownBad::None);
+    println!("@@stat eintr-retries signal_storm {retries}");
     assert!(ok, "run survives EINTR");
     assert!(retries > 0, "epoll_wait was interrupted and retried");
     let took = took.expect("the idle connection was closed");
@@ -944,5 +946,37 @@ fn conn_ids_name_slot_and_generation() {
             .all(|w| w[1].generation() > w[0].generation()),
         "{seen:?}"
     );
+    running.stop().expect("run");
+}
+
+#[test]
+fn connections_over_max_connections_wait_in_the_backlog_until_one_closes() {
+    let server = lines_server(Config {
+        max_connections: 2,
+        ..Config::default()
+    });
+    let (handler, rx) = Recorder::<Lines>::new(true);
+    let running = Running::spawn(server, handler);
+    let addr = running.addr.unwrap();
+    let first = client(addr);
+    let second = client(addr);
+    let third = client(addr);
+    for c in [&first, &second, &third] {
+        send(c, "queued\n");
+    }
+    assert_eq!(read_lines(&first, 1, PATIENCE), ["queued"]);
+    assert_eq!(read_lines(&second, 1, PATIENCE), ["queued"]);
+    // The third waits in the listen backlog: connected as far as TCP goes, but not served.
+    assert!(
+        read_lines(&third, 1, STALL).is_empty(),
+        "over the limit, not served yet"
+    );
+    drop(first);
+    // A close frees a slot and the loop accepts again without a new listener edge.
+    assert_eq!(read_lines(&third, 1, PATIENCE), ["queued"]);
+    let accepted = running.handle.stats().accepted;
+    assert_eq!(accepted, 3);
+    drop((second, third));
+    drop(rx);
     running.stop().expect("run");
 }

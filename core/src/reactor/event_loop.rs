@@ -27,6 +27,8 @@ use crate::sys::{self, Epoll, EventFd, Events, Interest};
 const WAKER_TOKEN: u64 = u64::MAX;
 /// Listener `i` has token `LISTENER_BIT | i`.
 const LISTENER_BIT: u64 = 1 << 63;
+/// An emptied input buffer keeps at most this much capacity.
+const INPUT_KEEP: usize = 64 * 1024;
 
 struct Listener {
     fd: OwnedFd,
@@ -66,8 +68,7 @@ impl Input {
     fn consume(&mut self, n: usize) {
         self.start += n;
         if self.start == self.buf.len() {
-            self.buf.clear();
-            self.start = 0;
+            self.clear();
         }
     }
 
@@ -80,7 +81,13 @@ impl Input {
     }
 
     fn clear(&mut self) {
-        self.buf.clear();
+        if self.buf.capacity() > INPUT_KEEP {
+            // A big frame passed through: give its memory back rather than keep it per idle
+            // connection.
+            self.buf = Vec::new();
+        } else {
+            self.buf.clear();
+        }
         self.start = 0;
     }
 }
