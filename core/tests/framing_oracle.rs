@@ -271,6 +271,32 @@ fn each_decoded_message_costs_at_most_one_allocation() {
     assert!(counted <= 1, "{counted} allocations for one message");
 }
 
+#[test]
+fn allocation_count_sees_a_decoder_that_copies_twice() {
+    // The check above has teeth: a decoder that copies the payload twice is counted as two.
+    #[derive(Debug)]
+    struct CopiesTwice(LengthPrefixed);
+    impl Framing for CopiesTwice {
+        type Message = Vec<u8>;
+        fn decode(&mut self, buf: &[u8]) -> Result<refloop::framing::Decoded<Vec<u8>>, FrameError> {
+            Ok(match self.0.decode(buf)? {
+                refloop::framing::Decoded::Message(m, used) => {
+                    let staged = m.clone();
+                    drop(m);
+                    refloop::framing::Decoded::Message(staged, used)
+                }
+                other => other,
+            })
+        }
+        fn encode(&mut self, msg: &Vec<u8>, out: &mut Vec<u8>) -> Result<(), FrameError> {
+            self.0.encode(msg, out)
+        }
+    }
+    let stream = frame(b"payload");
+    let counted = count_allocations_per_message(CopiesTwice(LengthPrefixed::new(64)), &stream);
+    assert_eq!(counted, 2);
+}
+
 /// The most allocations one successful `decode` call made, over a whole-stream decode.
 fn count_allocations_per_message<F: Framing>(mut framing: F, stream: &[u8]) -> usize {
     use refloop::check::framing::measure_allocations;

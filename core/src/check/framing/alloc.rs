@@ -47,7 +47,9 @@ thread_local! {
 fn note(size: usize) -> bool {
     MEASURING
         .try_with(|measuring| {
-            if !measuring.get() {
+            // While a panic is reported (the hook may symbolise a backtrace, which allocates
+            // freely), the measured code is no longer running: serve and do not count.
+            if !measuring.get() || std::thread::panicking() {
                 return true;
             }
             LARGEST.with(|largest| largest.set(largest.get().max(size)));
