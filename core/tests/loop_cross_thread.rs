@@ -10,6 +10,7 @@ use std::sync::mpsc;
 
 use loop_support::*;
 use refloop::framing::Lines;
+use refloop::reactor::KnownBad;
 use refloop::{Config, ConnHandle, ConnId, Disconnect, SendError};
 
 const CONNS: usize = 4;
@@ -184,8 +185,8 @@ fn cross_thread_sends_are_accounted_exactly_once_while_connections_close() {
     );
 }
 
-#[test]
-fn unsent_bytes_are_counted_exactly_when_a_close_cannot_flush() {
+/// Per connection: bytes accepted by `send`, bytes the peer read, and `unsent_bytes`.
+fn accepted_read_unsent(known_bad: KnownBad) -> Vec<(usize, usize, usize)> {
     // Peers that stop reading: the loop's close cannot flush within its linger bound, so the
     // rest is counted as unsent. The kernel still delivers what the loop did write (a close
     // with an empty receive queue is a FIN, not an RST), so peer bytes + unsent = accepted.
@@ -193,6 +194,7 @@ fn unsent_bytes_are_counted_exactly_when_a_close_cannot_flush() {
         send_buffer_size: Some(4096),
         high_watermark: 256 * 1024,
         close_linger: std::time::Duration::from_millis(100),
+        known_bad,
         ..Config::default()
     };
     let server = lines_server(cfg);
@@ -252,20 +254,37 @@ fn unsent_bytes_are_counted_exactly_when_a_close_cannot_flush() {
         }
     }
     // Only now read what the kernel holds and still delivers.
+    let mut out = Vec::new();
     for (c, stream) in streams.iter().enumerate() {
         let (bytes, eof) = read_to_eof(stream, PATIENCE);
         assert!(eof, "conn {c}: closed after the linger bound");
-        let d = &disconnects[&ids[c]];
-        assert!(
-            d.unsent_bytes > 0,
-            "conn {c}: the scenario must leave bytes unsent"
-        );
-        assert_eq!(
-            ok_bytes[c],
-            bytes.len() + d.unsent_bytes,
-            "conn {c}: accepted bytes = delivered + counted unsent ({:?})",
-            d.reason
-        );
+        out.push((ok_bytes[c], bytes.len(), disconnects[&ids[c]].unsent_bytes));
     }
     running.stop().expect("run");
+    out
+}
+
+#[test]
+fn unsent_bytes_are_counted_exactly_when_a_close_cannot_flush() {
+    for (c, (accepted, read, unsent)) in
+        accepted_read_unsent(KnownBad::None).into_iter().enumerate()
+    {
+        assert!(unsent > 0, "conn {c}: the scenario must leave bytes unsent");
+        assert_eq!(
+            accepted,
+            read + unsent,
+            "conn {c}: accepted = delivered + counted unsent"
+        );
+    }
+}
+
+#[test]
+fn teeth_a_close_that_forgets_its_unsent_bytes_breaks_the_accounting() {
+    let counts = accepted_read_unsent(KnownBad::UncountedUnsent);
+    assert!(
+        counts
+            .iter()
+            .any(|&(accepted, read, unsent)| accepted != read + unsent),
+        "the check must see bytes that vanished: {counts:?}"
+    );
 }

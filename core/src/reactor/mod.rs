@@ -176,6 +176,8 @@ pub enum KnownBad {
     SkipWake,
     /// Every push writes the eventfd, not just the first on an empty queue (EPOLL-NOTES 13).
     WakeEveryPush,
+    /// A close reports no unsent bytes, whatever it threw away (exactly-once accounting).
+    UncountedUnsent,
 }
 
 /// Names one connection for the lifetime of a loop; never reused.
