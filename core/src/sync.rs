@@ -14,7 +14,7 @@
 //! - [`compare_exchange_weak`] covers loom's blind spot: loom never makes a weak CAS fail
 //!   spuriously, yet real hardware (LL/SC machines such as ARM) does.
 //!   Under `cfg(loom)` and in debug builds the facade can inject spurious failures on a
-//!   schedule chosen with [`spurious::inject_every`]; in release builds it is the plain std call.
+//!   schedule chosen with [`spurious::inject`]; in release builds it is the plain std call.
 //! - [`LeakTrack`] is `loom::alloc::Track<()>` under loom, so a model fails when an allocation
 //!   that carries one is never freed, and a zero-sized type otherwise.
 
@@ -159,15 +159,25 @@ pub mod spurious {
     /// Returns `false` when injection is compiled out (release builds without `cfg(loom)`), so a
     /// test can report honestly that nothing was injected.
     pub fn inject_every(period: u32) -> bool {
+        inject(period, 0)
+    }
+
+    /// Like [`inject_every`], shifted by `phase`: the calls that fail are those numbered
+    /// `period - phase`, `2 * period - phase`, and so on (counting from 1).
+    ///
+    /// Running a model once for each phase in `0..period` makes every weak CAS of every
+    /// execution fail in one of the runs, which turns the injection into a branch loom
+    /// explores.
+    pub fn inject(period: u32, phase: u32) -> bool {
         #[cfg(any(loom, debug_assertions))]
         {
             PERIOD.with(|p| p.set(period));
-            CALLS.with(|c| c.set(0));
+            CALLS.with(|c| c.set(if period == 0 { 0 } else { phase % period }));
             true
         }
         #[cfg(not(any(loom, debug_assertions)))]
         {
-            let _ = period;
+            let _ = (period, phase);
             false
         }
     }

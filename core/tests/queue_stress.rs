@@ -18,6 +18,7 @@ fn no_item_lost_or_reordered_with_four_producers_and_concurrent_drains() {
         drains: 2_000,
         close: false,
         spurious_every: 0,
+        spurious_phase: 0,
     };
     check::<RefloopQueue>(&scenario);
     println!(
@@ -35,6 +36,7 @@ fn no_item_lost_when_eight_producers_race_close() {
             drains: round * 5,
             close: true,
             spurious_every: 0,
+            spurious_phase: 0,
         });
     }
     println!(
@@ -51,6 +53,7 @@ fn spurious_weak_cas_failures_lose_nothing_under_contention() {
         drains: 1_000,
         close: false,
         spurious_every: 3,
+        spurious_phase: 0,
     });
     println!("@@stat spurious-cas-failures queue_stress_spurious {injected}");
     // Injection exists under cfg(loom) and in debug builds only; a release build of this test

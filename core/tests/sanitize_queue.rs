@@ -26,6 +26,7 @@ fn run_all<Q: QueueUnderTest>(rounds: usize) {
             drains: 200,
             close: false,
             spurious_every: 0,
+            spurious_phase: 0,
         });
         check::<Q>(&Scenario {
             producers: 6,
@@ -33,6 +34,7 @@ fn run_all<Q: QueueUnderTest>(rounds: usize) {
             drains: round * 3,
             close: true,
             spurious_every: 0,
+            spurious_phase: 0,
         });
         check::<Q>(&Scenario {
             producers: 4,
@@ -40,6 +42,7 @@ fn run_all<Q: QueueUnderTest>(rounds: usize) {
             drains: 100,
             close: round % 2 == 0,
             spurious_every: 3,
+            spurious_phase: 0,
         });
         let outcome = run_wakeup::<Q>(&WakeupScenario {
             producers: 4,

@@ -20,6 +20,7 @@ fn each_item_delivered_once_in_order_while_two_producers_race_a_drain_and_close(
             drains: 1,
             close: true,
             spurious_every: 0,
+            spurious_phase: 0,
         });
     });
 }
@@ -33,6 +34,7 @@ fn no_item_lost_when_three_producers_race_close() {
             drains: 0,
             close: true,
             spurious_every: 0,
+            spurious_phase: 0,
         });
     });
 }
@@ -48,6 +50,7 @@ fn items_cross_block_boundaries_in_order_while_drained_concurrently() {
             drains: 1,
             close: false,
             spurious_every: 0,
+            spurious_phase: 0,
         });
     });
 }
@@ -63,33 +66,39 @@ fn two_producers_filling_a_block_link_the_next_one_once() {
             drains: 0,
             close: false,
             spurious_every: 0,
+            spurious_phase: 0,
         });
     });
 }
 
 #[test]
 fn spurious_weak_cas_failures_are_retried_without_loss() {
-    // Every second weak CAS fails spuriously: loom alone never explores that path.
-    let injected = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let total = std::sync::Arc::clone(&injected);
-    explore("spurious_cas_2x2", move || {
-        let n = check::<RefloopQueue>(&Scenario {
-            producers: 2,
-            items_per_producer: 2,
-            drains: 0,
-            close: false,
-            spurious_every: 2,
+    // Every second weak CAS fails spuriously, loom's blind spot. The two phases between them
+    // fail every CAS of every execution once, so failing or not is explored at each one.
+    for phase in 0..2 {
+        let injected = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let total = std::sync::Arc::clone(&injected);
+        let name = format!("spurious_cas_2x2_phase{phase}");
+        explore(&name, move || {
+            let n = check::<RefloopQueue>(&Scenario {
+                producers: 2,
+                items_per_producer: 2,
+                drains: 0,
+                close: false,
+                spurious_every: 2,
+                spurious_phase: phase,
+            });
+            // Relaxed: a statistic, read after the model.
+            total.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
         });
-        // Relaxed: a statistic, read after the model.
-        total.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
-    });
-    // Relaxed: the model has finished.
-    let injected = injected.load(std::sync::atomic::Ordering::Relaxed);
-    println!("@@stat spurious-cas-failures spurious_cas_2x2 {injected}");
-    assert!(
-        injected > 0,
-        "no spurious failure was injected in any execution"
-    );
+        // Relaxed: the model has finished.
+        let injected = injected.load(std::sync::atomic::Ordering::Relaxed);
+        println!("@@stat spurious-cas-failures {name} {injected}");
+        assert!(
+            injected > 0,
+            "no spurious failure was injected in any execution"
+        );
+    }
 }
 
 #[test]
@@ -119,29 +128,33 @@ fn no_lost_wakeup_when_one_producer_pushes_twice_across_drains() {
 }
 
 #[test]
-fn each_item_delivered_once_across_a_block_boundary_while_a_drain_and_close_race_pushes() {
-    // Two producers fill the first block and link the second while the consumer drains, then
-    // closes: items in flight at the close are abandoned and handed back.
-    explore("race_drain_and_close_2x2", || {
+fn each_item_delivered_once_when_close_races_pushes_across_a_block_boundary() {
+    // Two producers fill the first block and link the second while the consumer closes: items
+    // in flight at the close are abandoned and handed back, on either side of the boundary.
+    explore("race_close_2x2", || {
         check::<RefloopQueue>(&Scenario {
             producers: 2,
             items_per_producer: 2,
-            drains: 1,
+            drains: 0,
             close: true,
             spurious_every: 0,
+            spurious_phase: 0,
         });
     });
 }
 
 #[test]
 fn spurious_weak_cas_failures_racing_close_lose_nothing() {
-    explore("spurious_cas_close_2x1", || {
-        check::<RefloopQueue>(&Scenario {
-            producers: 2,
-            items_per_producer: 1,
-            drains: 1,
-            close: true,
-            spurious_every: 2,
+    for phase in 0..2 {
+        explore(&format!("spurious_cas_close_2x1_phase{phase}"), move || {
+            check::<RefloopQueue>(&Scenario {
+                producers: 2,
+                items_per_producer: 1,
+                drains: 1,
+                close: true,
+                spurious_every: 2,
+                spurious_phase: phase,
+            });
         });
-    });
+    }
 }

@@ -24,6 +24,7 @@ fn race_drain_and_close() -> Scenario {
         drains: 1,
         close: true,
         spurious_every: 0,
+        spurious_phase: 0,
     }
 }
 
@@ -53,6 +54,7 @@ fn drain_that_forgets_to_reverse_breaks_order() {
             drains: 0,
             close: false,
             spurious_every: 0,
+            spurious_phase: 0,
         });
     });
 }
@@ -66,6 +68,7 @@ fn close_by_load_and_store_loses_an_item_racing_a_push() {
             drains: 0,
             close: true,
             spurious_every: 0,
+            spurious_phase: 0,
         });
     });
 }
@@ -79,6 +82,7 @@ fn empty_mark_split_from_its_check_breaks_the_wake_hint() {
             drains: 1,
             close: false,
             spurious_every: 0,
+            spurious_phase: 0,
         });
     });
 }
@@ -105,6 +109,7 @@ fn spurious_cas_failure_mistaken_for_close_is_caught_only_with_injection() {
         drains: 1,
         close: false,
         spurious_every: 0,
+        spurious_phase: 0,
     };
     // Loom's blind spot: without injected failures, every execution accepts this variant.
     explore("spurious_means_closed_uninjected", move || {
@@ -117,6 +122,7 @@ fn spurious_cas_failure_mistaken_for_close_is_caught_only_with_injection() {
         move || {
             check::<MutantQueue<SPURIOUS_FAILURE_MEANS_CLOSED>>(&Scenario {
                 spurious_every: 2,
+                spurious_phase: 0,
                 ..scenario
             });
         },

@@ -140,6 +140,9 @@ pub struct Scenario {
     pub close: bool,
     /// Makes every `n`-th weak CAS fail spuriously (see [`sync::spurious`]); 0 for none.
     pub spurious_every: u32,
+    /// Shifts which calls fail (see [`sync::spurious::inject`]); run each phase in
+    /// `0..spurious_every` to make every CAS fail in some run.
+    pub spurious_phase: u32,
 }
 
 /// How one push ended.
@@ -173,7 +176,7 @@ pub fn run<Q: QueueUnderTest>(scenario: &Scenario) -> Outcome {
     });
     // Under loom every modelled thread shares this OS thread, so this one call sets the
     // injection for the whole execution (and restarts its count, keeping it deterministic).
-    sync::spurious::inject_every(scenario.spurious_every);
+    sync::spurious::inject(scenario.spurious_every, scenario.spurious_phase);
     let injected_before = sync::spurious::injected();
     let (tx, mut rx) = Q::channel();
     let handles: Vec<_> = (0..scenario.producers)
@@ -181,12 +184,12 @@ pub fn run<Q: QueueUnderTest>(scenario: &Scenario) -> Outcome {
             let tx = tx.clone();
             let log = std::sync::Arc::clone(&log);
             let n = scenario.items_per_producer;
-            let every = scenario.spurious_every;
+            let (every, phase) = (scenario.spurious_every, scenario.spurious_phase);
             sync::thread::spawn(move || {
                 #[cfg(not(loom))]
-                sync::spurious::inject_every(every);
+                sync::spurious::inject(every, phase);
                 #[cfg(loom)]
-                let _ = every;
+                let _ = (every, phase);
                 let injected_before = sync::spurious::injected();
                 let mut results = Vec::with_capacity(n);
                 for seq in 0..n {
