@@ -225,6 +225,8 @@ fn frames_through_tiny_sndbuf(known_bad: KnownBad, wait: Duration) -> (usize, u6
     let framing = LengthPrefixed::new(1 << 20);
     let cfg = Config {
         send_buffer_size: Some(4096),
+        // A stuck known-bad variant cannot flush; do not wait long for it at shutdown.
+        close_linger: Duration::from_millis(200),
         ..config(known_bad)
     };
     let server = Server::bind("127.0.0.1:0", framing.clone(), cfg).unwrap();
@@ -401,7 +403,12 @@ fn reset_by_peer_is_reported_with_the_unsent_byte_count() {
 /// The handler duplicates each connection's fd, then closes the first connection; its peer
 /// keeps writing into the (still open) duplicate. Returns the stale events the loop saw.
 fn stale_events_after_close_with_dup(known_bad: KnownBad) -> u64 {
-    let server = lines_server(config(known_bad));
+    // The victim keeps its end open and writing, so the close ends at the linger bound.
+    let linger = Duration::from_millis(50);
+    let server = lines_server(Config {
+        close_linger: linger,
+        ..config(known_bad)
+    });
     let (mut handler, rx) = Recorder::<Lines>::new(true);
     handler.dup_fds = true;
     handler.close_on = Some("close me".to_string());
@@ -550,6 +557,7 @@ fn idle_timeout_under_signal_storm(known_bad: KnownBad) -> (Option<Duration>, u6
     });
     let (_, eof) = read_to_eof(&stream, Duration::from_secs(3));
     let took = eof.then(|| start.elapsed());
+    drop(stream);
     let stats = running.handle.stats();
     drop(stop_tx);
     let sent = storm.join().unwrap();
@@ -705,6 +713,7 @@ fn idle_connection_is_closed_with_idle_timeout() {
     let stream = client(running.addr.unwrap());
     let (_, eof) = read_to_eof(&stream, PATIENCE);
     assert!(eof, "the idle connection is closed");
+    drop(stream);
     let reason = wait_for(&rx, PATIENCE, |e| match e {
         Event::Disconnected { disconnect, .. } => Some(disconnect.reason),
         _ => None,
@@ -727,6 +736,12 @@ fn oversized_frame_closes_the_connection_with_a_framing_error() {
     let flood = "x".repeat(1 << 20);
     // Ignored: the loop may reset the connection while we are still writing.
     let _ = (&stream).write_all(flood.as_bytes());
+    // The earlier reply is flushed, then the loop shuts down its side (EOF for us).
+    let (bytes, eof) = read_to_eof(&stream, PATIENCE);
+    assert_eq!(bytes, b"short\n", "earlier replies are still flushed");
+    assert!(eof);
+    // Hanging up ends the loop's linger, and the close is reported.
+    drop(stream);
     let reason = wait_for(&rx, PATIENCE, |e| match e {
         Event::Disconnected { disconnect, .. } => Some(disconnect.reason),
         _ => None,
@@ -739,11 +754,6 @@ fn oversized_frame_closes_the_connection_with_a_framing_error() {
         }
         other => panic!("expected a too-long framing error, got {other:?}"),
     }
-    assert_eq!(
-        read_lines(&stream, 1, PATIENCE),
-        ["short"],
-        "earlier replies are still flushed"
-    );
     running.stop().expect("run");
 }
 
@@ -836,6 +846,8 @@ fn outbound_connect_completes_and_a_refused_connect_is_reported() {
         _ => None,
     });
     assert_eq!(msg.as_deref(), Some("hello back"));
+    // Hang up first, so shutdown does not wait out its linger bound for this peer.
+    drop(peer);
     running.stop().expect("run");
 }
 
@@ -978,5 +990,34 @@ fn connections_over_max_connections_wait_in_the_backlog_until_one_closes() {
     assert_eq!(accepted, 3);
     drop((second, third));
     drop(rx);
+    running.stop().expect("run");
+}
+
+#[test]
+fn outbound_connect_to_a_unix_socket_path_exchanges_messages() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("upstream.sock");
+    let upstream = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    let server: Server<Lines> = Server::new(Lines::new(1024), Config::default()).unwrap();
+    let (handler, rx) = Recorder::<Lines>::new(true);
+    let running = Running::spawn(server, handler);
+    running.handle.connect(path.clone()).unwrap();
+    let (peer, _) = upstream.accept().unwrap();
+    peer.set_read_timeout(Some(PATIENCE)).unwrap();
+    let Event::Connected {
+        outbound,
+        peer: seen,
+        ..
+    } = next(&rx)
+    else {
+        panic!("expected a connect")
+    };
+    assert!(outbound);
+    assert_eq!(seen, refloop::Endpoint::Unix(Some(path)));
+    (&peer).write_all(b"over a unix connect\n").unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(&peer), &mut line).unwrap();
+    assert_eq!(line, "over a unix connect\n", "the loop's echo comes back");
+    drop(peer);
     running.stop().expect("run");
 }
