@@ -12,18 +12,20 @@ use refloop::check::queue::{
 
 #[test]
 fn no_item_lost_or_reordered_with_four_producers_and_concurrent_drains() {
-    let scenario = Scenario {
-        producers: 4,
-        items_per_producer: 25_000,
-        drains: 2_000,
-        close: false,
-        spurious_every: 0,
-        spurious_phase: 0,
-    };
-    check::<RefloopQueue>(&scenario);
+    // From a consumer that polls hard to one that lets the queue fill up between drains.
+    for drains in [20_000, 2_000, 200, 20] {
+        check::<RefloopQueue>(&Scenario {
+            producers: 4,
+            items_per_producer: 25_000,
+            drains,
+            close: false,
+            spurious_every: 0,
+            spurious_phase: 0,
+        });
+    }
     println!(
         "@@stat items-checked queue_stress_four_producers {}",
-        4 * 25_000
+        4 * 4 * 25_000
     );
 }
 
