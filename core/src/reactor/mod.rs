@@ -178,6 +178,8 @@ pub enum KnownBad {
     WakeEveryPush,
     /// A close reports no unsent bytes, whatever it threw away (exactly-once accounting).
     UncountedUnsent,
+    /// `Conn::send` encodes into a fresh buffer per message (the hot path allocates).
+    AllocPerSend,
 }
 
 /// Names one connection for the lifetime of a loop; never reused.
@@ -735,7 +737,16 @@ impl<F: Framing + Clone> Conn<'_, F> {
     pub fn send(&self, msg: &F::Message) -> Result<(), FrameError> {
         let mut inner = self.inner.borrow_mut();
         let ConnMut { framing, out, .. } = &mut *inner;
-        let added = out.append_with(|buf| framing.encode(msg, buf))?;
+        let added = if self.shared.known_bad == KnownBad::AllocPerSend {
+            // KNOWN-BAD: a buffer per message.
+            let mut bytes = Vec::new();
+            framing.encode(msg, &mut bytes)?;
+            let added = bytes.len();
+            out.push_chunk(bytes);
+            added
+        } else {
+            out.append_with(|buf| framing.encode(msg, buf))?
+        };
         // Relaxed: the budget is advisory and this thread is the only writer of the buffer.
         self.conn.pending.fetch_add(added, Ordering::Relaxed);
         Ok(())
