@@ -89,6 +89,32 @@ impl Options {
     }
 }
 
+/// The known-bad loop variants the schedules are shown to catch, by the names used in
+/// `@@stat` lines, regression file names and `REFLOOP_KNOWN_BAD`.
+pub const KNOWN_BAD: [(&str, KnownBad); 6] = [
+    ("read_once", KnownBad::ReadOnce),
+    ("accept_once", KnownBad::AcceptOnce),
+    ("drop_partial_write_rest", KnownBad::DropPartialWriteRest),
+    ("no_generation", KnownBad::NoGeneration),
+    ("close_on_read_hup", KnownBad::CloseOnReadHup),
+    (
+        "drain_before_eventfd_reset",
+        KnownBad::DrainBeforeEventfdReset,
+    ),
+];
+
+/// Options for running against the known-bad variant called `name` (see [`KNOWN_BAD`]), with
+/// a stall bound of 400 ms so that a stalling variant fails fast.
+pub fn known_bad_options(name: &str) -> Option<Options> {
+    KNOWN_BAD
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|&(_, known_bad)| Options {
+            stall: Duration::from_millis(400),
+            known_bad,
+        })
+}
+
 /// Which hard paths one run reached, as the loop and the handler observed them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Reach {
