@@ -308,7 +308,10 @@ fn teeth_dropping_the_rest_of_a_partial_write_corrupts_the_stream() {
 
 /// A client queues 300 lines and a FIN before the loop runs; returns the echoes it reads before
 /// EOF, and the disconnect reason.
-fn half_close_echoes(known_bad: KnownBad) -> (usize, bool, Option<DisconnectReason>) {
+fn half_close_echoes(
+    known_bad: KnownBad,
+    wait: Duration,
+) -> (usize, bool, Option<DisconnectReason>) {
     let server = lines_server(config(known_bad));
     let addr = server.local_addr().unwrap();
     let stream = client(addr);
@@ -319,10 +322,10 @@ fn half_close_echoes(known_bad: KnownBad) -> (usize, bool, Option<DisconnectReas
     stream.shutdown(Shutdown::Write).unwrap();
     let (handler, rx) = Recorder::<Lines>::new(true);
     let running = Running::spawn(server, handler);
-    let (bytes, eof) = read_to_eof(&stream, PATIENCE);
+    let (bytes, eof) = read_to_eof(&stream, wait);
     let text = String::from_utf8(bytes).unwrap();
     let lines = text.lines().count();
-    let reason = wait_for(&rx, PATIENCE, |e| match e {
+    let reason = wait_for(&rx, wait, |e| match e {
         Event::Disconnected { disconnect, .. } => Some(disconnect.reason),
         _ => None,
     });
@@ -332,7 +335,7 @@ fn half_close_echoes(known_bad: KnownBad) -> (usize, bool, Option<DisconnectReas
 
 #[test]
 fn half_close_delivers_the_rest_flushes_then_closes() {
-    let (lines, eof, reason) = half_close_echoes(KnownBad::None);
+    let (lines, eof, reason) = half_close_echoes(KnownBad::None, PATIENCE);
     assert_eq!(
         lines, 301,
         "300 lines plus the unterminated tail are echoed before the close"
@@ -345,8 +348,17 @@ fn half_close_delivers_the_rest_flushes_then_closes() {
 }
 
 #[test]
+fn teeth_a_short_read_that_ignores_rdhup_never_sees_the_fin() {
+    let (lines, eof, reason) = half_close_echoes(KnownBad::ShortReadIgnoresHangup, STALL);
+    assert!(
+        !eof && reason.is_none(),
+        "the FIN behind the data raised no new edge, so the close never happens: {lines} lines, {reason:?}"
+    );
+}
+
+#[test]
 fn teeth_closing_at_once_on_rdhup_loses_the_replies() {
-    let (lines, eof, _) = half_close_echoes(KnownBad::CloseOnReadHup);
+    let (lines, eof, _) = half_close_echoes(KnownBad::CloseOnReadHup, PATIENCE);
     assert!(eof);
     assert!(
         lines < 301,

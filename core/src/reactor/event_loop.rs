@@ -592,6 +592,7 @@ impl<F: Framing + Clone> Server<F> {
                 };
                 if let Some(conn) = self.conn_mut(id) {
                     conn.core.on_ready_list = false;
+                    // No event here, so no proof from a short read: read until `EAGAIN`.
                     self.service(id, true, false, handler);
                 }
             }
@@ -949,15 +950,21 @@ impl<F: Framing + Clone> Server<F> {
             conn.core.write_blocked = false;
         }
         let readable = event.readable || event.read_hup || event.hup;
-        self.service(id, readable, event.writable, handler);
+        // Without a FIN or error in this event, a short read proves the receive queue empty.
+        let short_read_drains = !(event.read_hup || event.hup || event.error)
+            || self.config.known_bad == KnownBad::ShortReadIgnoresHangup;
+        self.service(id, readable, short_read_drains, handler);
     }
 
     /// Reads (if `readable`), then writes and applies state changes.
+    ///
+    /// `short_read_drains`: a read that returns less than asked ends the pass without the
+    /// confirming read that would return `EAGAIN` (see [`Server::read_input`]).
     fn service<H: Handler<F>>(
         &mut self,
         id: ConnId,
         readable: bool,
-        _writable: bool,
+        short_read_drains: bool,
         handler: &mut H,
     ) {
         let Some(conn) = self.conn_mut(id) else {
@@ -975,7 +982,7 @@ impl<F: Framing + Clone> Server<F> {
         }
         let open = matches!(conn.core.phase, Phase::Open);
         if open && readable && !conn.core.read_eof && !conn.core.paused {
-            match self.read_input(id, handler) {
+            match self.read_input(id, short_read_drains, handler) {
                 ReadEnd::Drained => {}
                 ReadEnd::Budget => self.requeue(id),
                 ReadEnd::Eof => {
@@ -1003,7 +1010,19 @@ impl<F: Framing + Clone> Server<F> {
     }
 
     /// Reads until `EAGAIN`, EOF or the fairness budget, delivering whole messages.
-    fn read_input<H: Handler<F>>(&mut self, id: ConnId, handler: &mut H) -> ReadEnd {
+    ///
+    /// With `short_read_drains` a read that returns fewer bytes than asked also ends the pass:
+    /// under `EPOLLET` it proves the receive queue was empty at that moment, and any byte that
+    /// arrives later raises a new edge (epoll re-queues the item on every arrival). It is only
+    /// passed for an event that carried no `EPOLLRDHUP`, `EPOLLHUP` or `EPOLLERR`, so a FIN
+    /// queued behind the data is always read to EOF; a FIN that arrives later raises its own
+    /// edge. This saves the one empty `read` per pass that strict read-until-`EAGAIN` costs.
+    fn read_input<H: Handler<F>>(
+        &mut self,
+        id: ConnId,
+        short_read_drains: bool,
+        handler: &mut H,
+    ) -> ReadEnd {
         let Server {
             slots,
             proto,
@@ -1082,6 +1101,9 @@ impl<F: Framing + Clone> Server<F> {
             }
             if budget_used >= config.fairness_budget && config.known_bad != KnownBad::NoFairness {
                 return ReadEnd::Budget;
+            }
+            if short_read_drains && n < scratch.len() {
+                return ReadEnd::Drained;
             }
         }
     }

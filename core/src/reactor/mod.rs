@@ -20,6 +20,9 @@
 //!   [`Handler::on_accept_error`];
 //! - reads go until `EAGAIN` or the per-turn fairness budget; a connection that used up its
 //!   budget is put on a ready list and served again next turn, without waiting for an edge;
+//!   within an event that carried no `EPOLLRDHUP`/`EPOLLHUP`/`EPOLLERR`, a short read also ends
+//!   the pass, since under `EPOLLET` it proves the receive queue was empty and any later byte
+//!   raises a new edge (this saves the empty `read` that would only confirm `EAGAIN`);
 //! - writes are gathered (up to 64 slices per call), partial writes resume from the exact byte,
 //!   and a write that hits `EAGAIN` resumes on the next `EPOLLOUT` edge;
 //! - `EPOLLRDHUP` (peer FIN): the rest is delivered, [`Framing::decode_eof`] is called, pending
@@ -180,6 +183,9 @@ pub enum KnownBad {
     UncountedUnsent,
     /// `Conn::send` encodes into a fresh buffer per message (the hot path allocates).
     AllocPerSend,
+    /// Stop at a short read even when the event carried `EPOLLRDHUP`: the FIN queued behind the
+    /// data is never read, since it raised no new edge (EPOLL-NOTES 1 and 6).
+    ShortReadIgnoresHangup,
 }
 
 /// Names one connection for the lifetime of a loop; never reused.
