@@ -222,6 +222,7 @@ fn connections_queued_while_the_loop_is_held_are_all_accepted() {
     let bad = exec::Options {
         known_bad: KnownBad::AcceptOnce,
         stall: std::time::Duration::from_millis(500),
+        leak_socket: false,
     };
     let err = exec::run(&schedule, &bad).expect_err("accept-once must be caught");
     assert!(
@@ -247,7 +248,24 @@ fn bytes_arriving_faster_than_one_read_are_all_delivered() {
     let bad = exec::Options {
         known_bad: KnownBad::ReadOnce,
         stall: std::time::Duration::from_millis(500),
+        leak_socket: false,
     };
     let err = exec::run(&schedule, &bad).expect_err("read-once must be caught");
     assert!(err.contains("stalled"), "{err}");
+}
+
+#[test]
+fn a_socket_leaked_inside_a_run_is_caught_by_the_fd_comparison() {
+    let schedule = Schedule {
+        wire: Wire::LengthPrefixed,
+        tuning: Tuning::default(),
+        steps: vec![send(0, 10)],
+    };
+    let leaky = exec::Options {
+        leak_socket: true,
+        ..exec::Options::from_env()
+    };
+    let err = exec::run(&schedule, &leaky).expect_err("a leaked fd must be caught");
+    assert!(err.contains("fd table changed"), "{err}");
+    assert!(err.contains("socket:["), "{err}");
 }

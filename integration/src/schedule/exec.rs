@@ -1,7 +1,7 @@
 //! The executor: plays a [`Schedule`] against refloop's real loop and checks its invariants.
 //!
 //! The loop runs [`Server::run`] on a background thread with a checking echo handler
-//! ([`Recorder`]): it echoes every message back on the same connection and records, per
+//! (`Recorder`): it echoes every message back on the same connection and records, per
 //! connection, what it decoded, what it queued and how the connection ended.
 //! The executor's thread drives the clients step by step; cross-thread sends run on up to
 //! [`SENDER_THREADS`] sender threads concurrently with the following steps.
@@ -72,6 +72,10 @@ pub struct Options {
     pub stall: Duration,
     /// The loop variant to run (a known-bad one for the teeth tests).
     pub known_bad: KnownBad,
+    /// Known-bad executor (tests only): leaks one socket fd inside the run, so a test can show
+    /// that the fd comparison catches a leak.
+    #[doc(hidden)]
+    pub leak_socket: bool,
 }
 
 impl Options {
@@ -85,6 +89,7 @@ impl Options {
         Options {
             stall: Duration::from_millis(ms),
             known_bad: KnownBad::None,
+            leak_socket: false,
         }
     }
 }
@@ -112,6 +117,7 @@ pub fn known_bad_options(name: &str) -> Option<Options> {
         .map(|&(_, known_bad)| Options {
             stall: Duration::from_millis(400),
             known_bad,
+            leak_socket: false,
         })
 }
 
@@ -181,6 +187,12 @@ pub fn run(schedule: &Schedule, options: &Options) -> Result<Outcome, String> {
         Wire::LengthPrefixed => run_with::<LengthPrefixed>(schedule, options),
         Wire::Lines => run_with::<Lines>(schedule, options),
     };
+    if options.leak_socket {
+        // KNOWN-BAD: a socket opened inside the run and never closed.
+        if let Ok(socket) = std::net::UdpSocket::bind("127.0.0.1:0") {
+            std::mem::forget(socket);
+        }
+    }
     let mut outcome = result?;
     let stuck_now = lock(&STUCK_LOOPS).len();
     if stuck_before == 0 && stuck_now == 0 {
@@ -1113,6 +1125,14 @@ where
             return Ok(sid);
         }
         let local = self.incs[at].local;
+        // An earlier client that had the same local port (the kernel may hand out a reset
+        // client's port again) was accepted first: match it first, so each takes its own.
+        if let Some(earlier) = self.incs[..at]
+            .iter()
+            .position(|i| i.local == local && i.server.is_none())
+        {
+            self.match_server(earlier)?;
+        }
         let name = self.incs[at].name();
         let claimed = self.claimed.clone();
         let sid = self.wait_view(&format!("the server to accept {name} ({local})"), |view| {
@@ -1397,28 +1417,35 @@ where
         if let Some(v) = view.violations.first() {
             return Err(format!("handler saw: {v}"));
         }
-        // Every server connection belongs to exactly one incarnation.
+        // Every server connection belongs to exactly one incarnation: those matched during the
+        // run keep their match, the rest take the first free connection from their address
+        // (accept order is connect order).
         let mut owner: HashMap<usize, usize> = HashMap::new();
-        for (at, inc) in self.incs.iter_mut().enumerate() {
-            let sid = match inc.server {
-                Some(sid) => sid,
-                None => view
-                    .conns
-                    .iter()
-                    .enumerate()
-                    .find(|(i, c)| c.peer == Some(inc.local) && !owner.contains_key(i))
-                    .map(|(i, _)| i)
-                    .ok_or_else(|| {
-                        format!("the server never reported {} ({})", inc.name(), inc.local)
-                    })?,
-            };
-            inc.server = Some(sid);
-            if owner.insert(sid, at).is_some() {
-                return Err(format!(
-                    "two clients matched server connection {}",
-                    view.conns[sid].id
-                ));
+        for (at, inc) in self.incs.iter().enumerate() {
+            if let Some(sid) = inc.server {
+                if owner.insert(sid, at).is_some() {
+                    return Err(format!(
+                        "two clients matched server connection {}",
+                        view.conns[sid].id
+                    ));
+                }
             }
+        }
+        for (at, inc) in self.incs.iter_mut().enumerate() {
+            if inc.server.is_some() {
+                continue;
+            }
+            let sid = view
+                .conns
+                .iter()
+                .enumerate()
+                .find(|(i, c)| c.peer == Some(inc.local) && !owner.contains_key(i))
+                .map(|(i, _)| i)
+                .ok_or_else(|| {
+                    format!("the server never reported {} ({})", inc.name(), inc.local)
+                })?;
+            inc.server = Some(sid);
+            owner.insert(sid, at);
         }
         if let Some(stray) = view
             .conns

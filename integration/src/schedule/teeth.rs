@@ -70,6 +70,7 @@ pub fn find_and_shrink(
     let bad = Options {
         stall,
         known_bad: variant,
+        leak_socket: false,
     };
     let result = runner.run(
         &strategy::schedule(strategy::DEFAULT_MAX_STEPS),
