@@ -76,7 +76,7 @@ fn config(addr: SocketAddr, wire: Wire, conns: usize) -> LoadConfig {
         payload: 32,
         threads: 1,
         warmup: Duration::from_millis(30),
-        measure: Duration::from_millis(150),
+        measure: Duration::from_millis(300),
     }
 }
 

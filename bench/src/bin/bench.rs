@@ -28,7 +28,7 @@ USAGE: cargo xtask bench [--quick] [OPTIONS]
 OPTIONS:
   --quick              a ~2 minute sanity run: fewer runs, shorter windows, small kit budgets
   --only LIST          run only these sections (comma-separated): queue, framing, echo, kit
-  --runs N             runs per measurement (default: queue and framing 5 quick, 9 full;
+  --runs N             runs per measurement (default: queue and framing 5 quick, 15 full;
                        echo 3 quick, 5 full)
   --no-write           print the tables but leave BENCHMARKS.md alone
   --out PATH           write the report here instead of BENCHMARKS.md
@@ -131,7 +131,7 @@ impl Opts {
     }
 
     fn runs(&self) -> usize {
-        self.runs.unwrap_or(if self.quick { 5 } else { 9 })
+        self.runs.unwrap_or(if self.quick { 5 } else { 15 })
     }
 }
 
