@@ -124,12 +124,24 @@ pub enum Payload {
 pub struct FramingCase {
     /// The framing (ignored in known-bad mode, which uses the bad framing's family).
     pub which: Which,
-    /// The framing's limit: `max_frame_len` or `max_line_len`.
+    /// The framing's limit: `max_frame_len` or `max_line_len`. The fuzzer picks it from
+    /// `0..=64` half the time (so limits are often hit) and from `0..=8192` otherwise.
+    #[arbitrary(with = biased_limit)]
     pub limit: u16,
     /// The bytes.
     pub payload: Payload,
     /// Cut points into the stream (clamped; a repeated point is an empty read).
     pub cuts: Vec<u16>,
+}
+
+/// A limit for a fuzzed case: small half the time, so that over-limit frames and lines (and
+/// lines long enough to expose quadratic rescanning) are both common.
+fn biased_limit(u: &mut Unstructured<'_>) -> arbitrary::Result<u16> {
+    if u.arbitrary::<bool>()? {
+        u.int_in_range(0..=64)
+    } else {
+        u.int_in_range(0..=8192)
+    }
 }
 
 impl FramingCase {

@@ -111,3 +111,29 @@ fn framing_tokio_corpus_and_regressions_agree_with_tokio() {
     });
     assert!(count > 0, "no seed corpus for framing_tokio");
 }
+
+#[test]
+fn bare_header_regression_still_reaches_the_documented_difference() {
+    // The input the differential fuzzer found must keep exercising the case it was kept for:
+    // a stream ending right after a complete header, where tokio-util and refloop differ.
+    let found: Vec<_> = inputs("regressions", "framing_tokio")
+        .into_iter()
+        .filter(|(name, _)| name.starts_with("lp-eof-after-bare-header-"))
+        .collect();
+    assert!(
+        !found.is_empty(),
+        "the bare-header regression input is missing"
+    );
+    for (name, bytes) in found {
+        let case = FramingCase::from_fuzz_bytes(&bytes).unwrap();
+        let stream = case.stream(case.which);
+        let cuts = case.cut_offsets();
+        let ours =
+            tokio_peer::refloop_decode(Subject::Real, case.which, case.limit(), &stream, &cuts);
+        let theirs = tokio_peer::tokio_decode(case.which, case.limit(), &stream, &cuts);
+        assert!(
+            tokio_peer::eof_after_bare_header(&ours, &theirs, &stream),
+            "{name} no longer ends right after a bare header: refloop {ours:?}, tokio {theirs:?}"
+        );
+    }
+}
