@@ -610,25 +610,46 @@ struct EchoSamples {
     p99_us: Samples,
     cpu_per_mmsg: Samples,
     busy: Samples,
+    client_busy: Samples,
 }
 
 /// One load run against a freshly started server.
+/// One load run against a freshly started server; returns the load result, the server's CPU
+/// seconds and the load generator's own CPU seconds over the measured window.
 fn echo_once(
     cmd: &ServerCmd,
     cfg: &LoadConfig,
     wire: Wire,
-) -> Result<(loadgen::LoadResult, f64), String> {
+) -> Result<(loadgen::LoadResult, f64, f64), String> {
     let server = cmd
         .start(wire, None)
         .map_err(|e| format!("{}: {e}", cmd.name))?;
     let mut cfg = cfg.clone();
     cfg.addr = server.addr;
-    let result = loadgen::run(&cfg, || server.cpu_seconds().unwrap_or(f64::NAN));
+    let mut client_cpu = Vec::with_capacity(2);
+    let result = loadgen::run(&cfg, || {
+        client_cpu.push(own_cpu_seconds());
+        server.cpu_seconds().unwrap_or(f64::NAN)
+    });
     let stopped = server.stop();
     let result = result.map_err(|e| format!("{} under load: {e}", cmd.name))?;
     stopped.map_err(|e| format!("{} on shutdown: {e}", cmd.name))?;
     let cpu = result.window.1 - result.window.0;
-    Ok((result, cpu))
+    let client = match client_cpu[..] {
+        [c0, c1] => c1 - c0,
+        _ => f64::NAN,
+    };
+    Ok((result, cpu, client))
+}
+
+/// This process's user plus system CPU seconds (all threads), or NaN if unreadable.
+fn own_cpu_seconds() -> f64 {
+    fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| refloop_bench::server::parse_cpu_ticks(&s))
+        .map_or(f64::NAN, |t| {
+            t as f64 / sys::clock_ticks_per_second() as f64
+        })
 }
 
 fn echo_section(opts: &Opts) -> String {
@@ -682,7 +703,7 @@ fn echo_section(opts: &Opts) -> String {
             for k in 0..2 {
                 let i = (k + r) % 2;
                 match echo_once(cmds[i], &cfg, wire) {
-                    Ok((lr, cpu)) => {
+                    Ok((lr, cpu, client)) => {
                         let e = &mut res[ni][i];
                         e.msgs_per_sec.push(lr.msgs_per_sec());
                         e.p50_us
@@ -693,6 +714,9 @@ fn echo_section(opts: &Opts) -> String {
                             e.cpu_per_mmsg.push(cpu / lr.measured_msgs as f64 * 1e6);
                         }
                         e.busy.push(cpu / lr.elapsed.as_secs_f64());
+                        if client.is_finite() {
+                            e.client_busy.push(client / lr.elapsed.as_secs_f64());
+                        }
                     }
                     Err(e) => failures.push(format!("run {r}, {n} connections: {e}")),
                 }
@@ -712,6 +736,7 @@ fn echo_section(opts: &Opts) -> String {
         "p99 us",
         "CPU s / M msgs",
         "server CPU busy",
+        "client CPU busy",
         "throughput ratio",
         "CPU/msg ratio",
     ]);
@@ -738,6 +763,10 @@ fn echo_section(opts: &Opts) -> String {
                     .median()
                     .map(|b| format!("{:.0}%", b * 100.0))
                     .unwrap_or_else(|| "n/a".into()),
+                e.client_busy
+                    .median()
+                    .map(|b| format!("{:.0}%", b * 100.0))
+                    .unwrap_or_else(|| "n/a".into()),
                 if name == "refloop" {
                     ratio_cell(&tput.pairs)
                 } else {
@@ -761,7 +790,7 @@ fn echo_section(opts: &Opts) -> String {
     let _ = writeln!(s, "Both servers speak `--framing {}` and are driven by the same load generator (`bench/src/loadgen.rs`, one client thread, level-triggered epoll).", wire.arg());
     let _ = writeln!(s, "Each connection pipelines {depth} messages of {payload} B payload and sends a new one per echo; every echo's sequence number is checked.");
     let _ = writeln!(s, "{runs} interleaved runs of {:.1} s warm-up + {:.1} s measured; each run starts a fresh server.", warmup.as_secs_f64(), measure.as_secs_f64());
-    let _ = writeln!(s, "Latency is from the client's write to its read of the echo. CPU is the server's utime+stime from `/proc/<pid>/stat` over the measured window; \"busy\" is that CPU over the window's wall time (near 100% means the server, not the client, is the bottleneck).");
+    let _ = writeln!(s, "Latency is from the client's write to its read of the echo. CPU is the server's utime+stime from `/proc/<pid>/stat` over the measured window; \"server CPU busy\" is that CPU over the window's wall time and \"client CPU busy\" the same for the load generator's process: a server near 100% is the bottleneck; when both are well below 100%, other work on the machine took the CPUs.");
     let _ = writeln!(s);
     s.push_str(&t.to_markdown());
     let _ = writeln!(s);
