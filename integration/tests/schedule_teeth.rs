@@ -39,3 +39,18 @@ fn ids_without_generation_are_found_and_shrunk() {
 fn closing_on_read_hangup_without_flushing_is_found_and_shrunk() {
     hunt(KnownBad::CloseOnReadHup, "close_on_read_hup", 5, 6);
 }
+
+#[test]
+fn ignoring_writable_edges_is_found_and_shrunk() {
+    hunt(KnownBad::IgnoreWritable, "ignore_writable", 7, 4);
+}
+
+#[test]
+fn a_short_read_that_ignores_the_fin_is_found_and_shrunk() {
+    hunt(
+        KnownBad::ShortReadIgnoresHangup,
+        "short_read_ignores_hangup",
+        8,
+        4,
+    );
+}

@@ -1,6 +1,6 @@
-//! The lost wake-up variant (drain the send queues, then reset the eventfd) is caught by a
-//! schedule that holds the loop inside its wake-up while another connection is sent to, and
-//! the random schedules find it and shrink it.
+//! The lost wake-up variants are caught: draining the send queues before resetting the eventfd
+//! by a schedule that holds the loop inside its wake-up while another connection is sent to,
+//! and both it and a push that never wakes the loop are found and shrunk from random schedules.
 //!
 //! A lost wake-up also loses the shutdown command, so the loop of a failing run never exits:
 //! the executor parks it and skips the fd comparison from then on. This file is its own test
@@ -42,6 +42,7 @@ fn a_send_landing_inside_the_wake_up_is_delivered_and_the_lost_wake_up_variant_i
     let bad = exec::Options {
         known_bad: KnownBad::DrainBeforeEventfdReset,
         stall: Duration::from_millis(500),
+        leak_socket: false,
     };
     let err = exec::run(&schedule(), &bad).expect_err("the lost wake-up must be caught");
     assert!(err.contains("stalled"), "{err}");
@@ -55,4 +56,9 @@ fn draining_before_the_eventfd_reset_is_found_and_shrunk() {
         6,
         6,
     );
+}
+
+#[test]
+fn a_push_that_does_not_wake_the_loop_is_found_and_shrunk() {
+    hunt(KnownBad::SkipWake, "skip_wake", 9, 4);
 }

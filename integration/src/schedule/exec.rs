@@ -96,7 +96,7 @@ impl Options {
 
 /// The known-bad loop variants the schedules are shown to catch, by the names used in
 /// `@@stat` lines, regression file names and `REFLOOP_KNOWN_BAD`.
-pub const KNOWN_BAD: [(&str, KnownBad); 6] = [
+pub const KNOWN_BAD: [(&str, KnownBad); 9] = [
     ("read_once", KnownBad::ReadOnce),
     ("accept_once", KnownBad::AcceptOnce),
     ("drop_partial_write_rest", KnownBad::DropPartialWriteRest),
@@ -105,6 +105,12 @@ pub const KNOWN_BAD: [(&str, KnownBad); 6] = [
     (
         "drain_before_eventfd_reset",
         KnownBad::DrainBeforeEventfdReset,
+    ),
+    ("ignore_writable", KnownBad::IgnoreWritable),
+    ("skip_wake", KnownBad::SkipWake),
+    (
+        "short_read_ignores_hangup",
+        KnownBad::ShortReadIgnoresHangup,
     ),
 ];
 
