@@ -493,10 +493,12 @@ impl<F: Framing + Clone> Server<F> {
     ///
     /// The signal handler only sets a flag and writes this loop's eventfd, both
     /// async-signal-safe. One loop per process can own these signals; the last call wins.
+    /// Each call keeps one duplicate of the eventfd open for the life of the process, so that a
+    /// late signal never writes to a reused fd number.
     ///
     /// # Errors
     ///
-    /// Fails if `sigaction` fails.
+    /// Fails if the eventfd cannot be duplicated or `sigaction` fails.
     pub fn shutdown_on_termination_signals(&mut self) -> io::Result<()> {
         sys::install_termination_handler(&self.shared.waker)?;
         self.signals_installed = true;
@@ -1458,12 +1460,6 @@ impl<F: Framing + Clone> Server<F> {
             // The flush or linger bound is over: close, counting what was not sent.
             Phase::Flushing { .. } | Phase::Lingering { .. } => self.finish(id, None, handler),
         }
-    }
-}
-
-impl<F: Framing + Clone> Drop for Server<F> {
-    fn drop(&mut self) {
-        sys::forget_termination_fd(&self.shared.waker);
     }
 }
 

@@ -691,23 +691,19 @@ fn install_handler(signal: libc::c_int, handler: extern "C" fn(libc::c_int)) -> 
 
 /// Makes `SIGINT` and `SIGTERM` set [`TERMINATION_REQUESTED`] and signal the eventfd `wake`.
 ///
-/// The caller keeps `wake` open for as long as the handler may run (the loop's eventfd lives in
-/// an `Arc` it never drops while the handler points at it; see the reactor).
+/// The handler writes to a duplicate of `wake` that is never closed (one fd per call, for the
+/// life of the process): a signal can arrive at any moment, even while the loop that owns
+/// `wake` is being dropped, and a closed fd number could by then name an unrelated file.
+/// A duplicate left over from an earlier call stays open for the same reason.
 pub(crate) fn install_termination_handler(wake: &EventFd) -> io::Result<()> {
-    SIGNAL_WAKE_FD.store(wake.fd.as_raw_fd(), Ordering::Release);
+    let dup = wake.fd.try_clone()?;
+    // A fresh loop starts without a pending request from an earlier loop's signal.
+    TERMINATION_REQUESTED.store(false, Ordering::Release);
+    // Intentionally leaked: see above.
+    let raw = std::os::fd::IntoRawFd::into_raw_fd(dup);
+    SIGNAL_WAKE_FD.store(raw, Ordering::Release);
     install_handler(libc::SIGINT, on_termination_signal)?;
     install_handler(libc::SIGTERM, on_termination_signal)
-}
-
-/// Forgets `wake` if the termination handler points at it; call before closing it.
-pub(crate) fn forget_termination_fd(wake: &EventFd) {
-    // Ignored: a failed exchange means the handler points at another loop's eventfd.
-    let _ = SIGNAL_WAKE_FD.compare_exchange(
-        wake.fd.as_raw_fd(),
-        -1,
-        Ordering::AcqRel,
-        Ordering::Acquire,
-    );
 }
 
 /// Installs a handler for `signal` that does nothing, so the signal interrupts blocking calls
