@@ -12,7 +12,7 @@ use refloop_integration::schedule::teeth::hunt;
 
 #[test]
 fn read_once_under_edge_triggering_is_found_and_shrunk() {
-    hunt(KnownBad::ReadOnce, "read_once", 1, 4);
+    hunt(KnownBad::ReadOnce, "read_once", 1, 6);
 }
 
 #[test]
@@ -26,7 +26,7 @@ fn dropping_the_rest_of_a_partial_write_is_found_and_shrunk() {
         KnownBad::DropPartialWriteRest,
         "drop_partial_write_rest",
         3,
-        4,
+        6,
     );
 }
 
@@ -42,7 +42,7 @@ fn closing_on_read_hangup_without_flushing_is_found_and_shrunk() {
 
 #[test]
 fn ignoring_writable_edges_is_found_and_shrunk() {
-    hunt(KnownBad::IgnoreWritable, "ignore_writable", 7, 4);
+    hunt(KnownBad::IgnoreWritable, "ignore_writable", 7, 6);
 }
 
 #[test]
@@ -51,6 +51,6 @@ fn a_short_read_that_ignores_the_fin_is_found_and_shrunk() {
         KnownBad::ShortReadIgnoresHangup,
         "short_read_ignores_hangup",
         8,
-        4,
+        6,
     );
 }

@@ -60,5 +60,5 @@ fn draining_before_the_eventfd_reset_is_found_and_shrunk() {
 
 #[test]
 fn a_push_that_does_not_wake_the_loop_is_found_and_shrunk() {
-    hunt(KnownBad::SkipWake, "skip_wake", 9, 4);
+    hunt(KnownBad::SkipWake, "skip_wake", 9, 6);
 }

@@ -62,7 +62,7 @@ pub fn find_and_shrink(
     let mut config = Config::with_cases(cases);
     // Failures are expected here; they must not land in the regression files of the real test.
     config.failure_persistence = None;
-    config.max_shrink_iters = 512;
+    config.max_shrink_iters = 2048;
     let mut seed_bytes = [0u8; 32];
     seed_bytes[..8].copy_from_slice(&seed.to_le_bytes());
     let rng = TestRng::from_seed(RngAlgorithm::ChaCha, &seed_bytes);
