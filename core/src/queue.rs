@@ -756,6 +756,8 @@ pub mod mutant {
                     return None;
                 }
                 if V & SPLIT_EMPTY_MARK != 0 {
+                    // Known-bad: the check above and this mark are two steps, so a push can land
+                    // between them. Relaxed, as in the real CAS below: the flag hands over no data.
                     word.fetch_or(Tail::EMPTY, Ordering::Relaxed);
                     return None;
                 }

@@ -3,9 +3,9 @@
 //! The models only build under `--cfg loom` (see `tests/`); this library holds the two helpers
 //! every model uses:
 //!
-//! - [`explore`] runs a model to completion with loom's [`Builder`](loom::model::Builder),
+//! - `explore` runs a model to completion with loom's `loom::model::Builder`,
 //!   counts the executions and prints them as an `@@stat loom-executions` line.
-//! - [`rejects`] runs a model that must fail (a known-bad variant), catches loom's panic and
+//! - `rejects` runs a model that must fail (a known-bad variant), catches loom's panic and
 //!   checks that it names the expected property, so a check with no teeth fails the build.
 //!
 //! The bodies of the models are shared with the plain stress tests: see

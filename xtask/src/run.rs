@@ -102,13 +102,23 @@ fn number_before(text: &str, marker: &str) -> Option<u64> {
     text[start..end].parse().ok()
 }
 
+/// Prints progress, except in the xtask's own unit tests, whose made-up stages would otherwise
+/// print alarming failures into the real `test` stage's output.
+macro_rules! say {
+    ($($arg:tt)*) => {
+        if !cfg!(test) {
+            println!($($arg)*);
+        }
+    };
+}
+
 /// Runs the stages in order. A failing stage does not stop the later ones, so one run shows
 /// every problem; the exit code reports any failure.
 pub fn run_stages(stages: &[Stage]) -> Vec<Outcome> {
     let total = stages.len();
     let mut outcomes = Vec::new();
     for (i, stage) in stages.iter().enumerate() {
-        println!(
+        say!(
             "\n=== [{}/{total}] stage `{}`: {} ===",
             i + 1,
             stage.name,
@@ -125,9 +135,9 @@ pub fn run_stages(stages: &[Stage]) -> Vec<Outcome> {
                 .label
                 .clone()
                 .unwrap_or_else(|| format!("step {}", n + 1));
-            println!("--> [{}] {what}: {}", stage.name, step.display());
+            say!("--> [{}] {what}: {}", stage.name, step.display());
             if let Err(why) = run_step(step, &mut tally) {
-                println!("!!! [{}] {what} FAILED: {why}", stage.name);
+                say!("!!! [{}] {what} FAILED: {why}", stage.name);
                 status = Status::Fail(format!("{what}: {why}"));
                 break;
             }
@@ -142,17 +152,17 @@ pub fn run_stages(stages: &[Stage]) -> Vec<Outcome> {
         let mut rerun = vec![format!("cargo xtask test-all --only {}", stage.name)];
         if let Status::Fail(_) = status {
             rerun.extend(stage.steps.iter().map(Step::display));
-            println!("!!! stage `{}` failed; rerun it alone with:", stage.name);
+            say!("!!! stage `{}` failed; rerun it alone with:", stage.name);
             for cmd in &rerun {
-                println!("    {cmd}");
+                say!("    {cmd}");
             }
         } else if status == Status::NoChecks {
-            println!(
+            say!(
                 "!!! stage `{}` ran but checked nothing: NO CHECKS YET",
                 stage.name
             );
         }
-        println!(
+        say!(
             "=== stage `{}` done in {:.1}s ===",
             stage.name,
             wall.as_secs_f64()
@@ -258,7 +268,7 @@ fn run_step(step: &Step, tally: &mut Tally) -> Result<(), String> {
              so it did not fail for the expected reason"
         )),
         (Expect::Failure { .. }, false) => {
-            println!("--> known-bad variant rejected as required ({status})");
+            say!("--> known-bad variant rejected as required ({status})");
             Ok(())
         }
     }
