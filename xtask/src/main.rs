@@ -119,7 +119,7 @@ fn test_all(root: PathBuf, args: &[String]) -> Result<ExitCode, String> {
         .collect();
     println!("== cargo xtask test-all ({}) ==", ctx.budget.describe());
     let outcomes = run::run_stages(&selected);
-    print!("{}", report::summary(&outcomes));
+    print!("{}", report::summary("test-all", &outcomes));
     let failed = outcomes.iter().any(|o| !o.status.is_pass());
     Ok(if failed {
         ExitCode::FAILURE
@@ -156,7 +156,7 @@ fn fuzz_one(root: PathBuf, args: &[String]) -> Result<ExitCode, String> {
     let ctx = stages::Ctx::new(root, budget);
     let stage = stages::fuzz_single(&ctx, &target);
     let outcomes = run::run_stages(&[stage]);
-    print!("{}", report::summary(&outcomes));
+    print!("{}", report::summary("fuzz", &outcomes));
     let failed = outcomes.iter().any(|o| !o.status.is_pass());
     Ok(if failed {
         ExitCode::FAILURE

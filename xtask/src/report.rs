@@ -5,8 +5,8 @@ use std::fmt::Write;
 use crate::run::{Outcome, Status, Tally};
 
 /// The table: stage, result, wall time, and what was checked. Its last line is the plain
-/// `test-all: N passed, N failed` count of stages.
-pub fn summary(outcomes: &[Outcome]) -> String {
+/// `<command>: N passed, N failed` count of stages.
+pub fn summary(command: &str, outcomes: &[Outcome]) -> String {
     let mut out = String::new();
     let rule = "-".repeat(100);
     let _ = writeln!(out, "\n{rule}");
@@ -42,7 +42,7 @@ pub fn summary(outcomes: &[Outcome]) -> String {
     let _ = writeln!(out, "{rule}");
     let passed = outcomes.iter().filter(|o| o.status.is_pass()).count();
     let failed = outcomes.len() - passed;
-    let _ = writeln!(out, "test-all: {passed} passed, {failed} failed");
+    let _ = writeln!(out, "{command}: {passed} passed, {failed} failed");
     out
 }
 
@@ -130,7 +130,7 @@ mod tests {
                 rerun: vec!["cargo xtask test-all --only loom".into()],
             },
         ];
-        let table = summary(&outcomes);
+        let table = summary("test-all", &outcomes);
         assert!(table.contains("loom-executions: queue=99"), "{table}");
         assert!(
             table.contains("rerun: cargo xtask test-all --only loom"),
