@@ -418,7 +418,7 @@ impl<F: WireFraming> Handler<F> for Recorder<F> {
 // ---------------------------------------------------------------------------------------------
 
 /// How long a [`Step::HoldLoop`] waits for its wake-up to reach the hook.
-const HOLD_TAKE_BOUND: Duration = Duration::from_millis(200);
+const HOLD_TAKE_BOUND: Duration = Duration::from_secs(1);
 
 /// Lets the executor hold the loop thread inside the wake hook.
 #[derive(Default)]
