@@ -297,3 +297,56 @@ fn teeth_a_close_that_forgets_its_unsent_bytes_breaks_the_accounting() {
         "the check must see bytes that vanished: {counts:?}"
     );
 }
+
+/// Found by the integration schedules: a connection that closed with unsent output over the
+/// high watermark kept its pending-bytes budget, so its handles answered `Full` (try later)
+/// instead of `Closed` (never). A sender retrying on `Full` would retry forever.
+#[test]
+fn a_handle_to_a_connection_closed_over_its_watermark_answers_closed_not_full() {
+    let cfg = Config {
+        send_buffer_size: Some(4096),
+        high_watermark: 8 * 1024,
+        close_linger: std::time::Duration::from_millis(50),
+        ..Config::default()
+    };
+    let (mut handler, rx) = Recorder::<Lines>::new(false);
+    // On "bye", queue far more output than the kernel can absorb for a peer that never reads,
+    // then close: the close cannot flush, so the connection dies over its watermark.
+    handler.on_msg = Some(Box::new(|conn, msg: &String| {
+        if msg == "bye" {
+            for _ in 0..16 {
+                conn.send(&"w".repeat(60_000))
+                    .expect("a line within the limit");
+            }
+        }
+    }));
+    handler.close_on = Some("bye".to_string());
+    let running = Running::spawn(lines_server(cfg), handler);
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.connect(&running.addr.unwrap().into()).unwrap();
+    let stream = std::net::TcpStream::from(socket);
+    let Event::Connected { id, mut handle, .. } = next(&rx) else {
+        panic!("expected a connect")
+    };
+    send(&stream, "bye\n");
+    let unsent = wait_for(&rx, PATIENCE, |e| match e {
+        Event::Disconnected {
+            id: gone,
+            disconnect,
+        } if gone == id => Some(disconnect.unsent_bytes),
+        _ => None,
+    });
+    let unsent = unsent.expect("the close did not happen within the patience bound");
+    assert!(
+        unsent > 8 * 1024,
+        "the scenario must close over the watermark: {unsent} unsent"
+    );
+    let after = handle.send("after the close".to_string());
+    assert!(
+        matches!(after, Err(SendError::Closed(_))),
+        "a closed connection must answer Closed, whatever budget it died with: {after:?}"
+    );
+    drop(stream);
+    running.stop().expect("run");
+}

@@ -485,6 +485,11 @@ fn push_encoded<M>(
     // still be sent.
     if before > 0 && before + len > shared.high_watermark {
         conn.pending.fetch_sub(len, Ordering::Relaxed);
+        // A closed connection keeps the budget it died with; it must still answer `Closed`, so
+        // the sender knows retrying is pointless.
+        if queue.is_closed() {
+            return Err(SendError::Closed(msg));
+        }
         return Err(SendError::Full(msg));
     }
     match queue.push(bytes) {
