@@ -9,8 +9,8 @@
 //! - [`RawCase`] (target `framing_raw`): a few header bytes, then the stream itself, so that
 //!   libFuzzer's byte mutations and dictionary act on the wire bytes directly.
 //!
-//! Both run [`check_stream`] (every contract property, whole, byte by byte and at the cuts)
-//! and, for well-formed messages, [`check_round_trip`] plus a naive spec: the messages and the
+//! Both run [`check_stream`](refloop::check::framing::check_stream) (every contract property, whole, byte by byte and at the cuts)
+//! and, for well-formed messages, [`check_round_trip`](refloop::check::framing::check_round_trip) plus a naive spec: the messages and the
 //! error the stream must produce, computed without any decoder.
 //!
 //! # Known-bad mode
