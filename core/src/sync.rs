@@ -206,7 +206,7 @@ pub mod spurious {
             c.set(n);
             n
         });
-        let fail = n % period == 0;
+        let fail = n.is_multiple_of(period);
         if fail {
             INJECTED.with(|i| i.set(i.get() + 1));
         }

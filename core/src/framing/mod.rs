@@ -147,8 +147,10 @@ pub enum Decoded<M> {
 }
 
 /// Why a byte stream (or a message) could not be framed.
+///
+/// Deliberately exactly two kinds, so callers can match on it exhaustively: a length over the
+/// limit, and bytes that can never form a frame (with the reason).
 #[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
 pub enum FrameError {
     /// A frame is longer than the configured limit.
     TooLong {
