@@ -172,6 +172,7 @@ fn main() -> ExitCode {
     }
     let started = Instant::now();
     let load_before = loadavg();
+    let started_at = command_line("date", &["-u", "+%Y-%m-%d %H:%M"]);
     let mut sections = Vec::new();
     if opts.wants("queue") {
         emit(&mut sections, "queue", queue_section(&opts));
@@ -185,7 +186,7 @@ fn main() -> ExitCode {
     if opts.wants("kit") {
         emit(&mut sections, "kit", kit_section(&opts));
     }
-    let conditions = conditions(&opts, &load_before, started.elapsed());
+    let conditions = conditions(&opts, &started_at, &load_before, started.elapsed());
     println!("\n{conditions}");
     sections.insert(
         0,
@@ -262,7 +263,7 @@ fn command_line(cmd: &str, args: &[&str]) -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
-fn conditions(opts: &Opts, load_before: &str, took: Duration) -> String {
+fn conditions(opts: &Opts, started_at: &str, load_before: &str, took: Duration) -> String {
     let cpu = fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|s| {
@@ -280,8 +281,8 @@ fn conditions(opts: &Opts, load_before: &str, took: Duration) -> String {
     let _ = writeln!(s);
     let _ = writeln!(
         s,
-        "- Run at {} (UTC), mode `{}`{}, {} runs per queue and framing measurement, {} per echo measurement, took {:.0} s.",
-        command_line("date", &["-u", "+%Y-%m-%d %H:%M"]),
+        "- Started at {} (UTC), mode `{}`{}, {} runs per queue and framing measurement, {} per echo measurement, took {:.0} s.",
+        started_at,
         if opts.quick { "--quick" } else { "full" },
         if opts.only.is_empty() {
             String::new()
