@@ -450,6 +450,22 @@ fn backoff(spins: &mut u32) {
     }
 }
 
+/// One step of exponential backoff after losing the tail-word CAS to another producer: spin
+/// 1, 2, 4, ... up to 64 hints. Under loom it does nothing: the wait has no memory effect, and
+/// loom explores every interleaving without it.
+#[inline]
+fn contention_backoff(step: &mut u32) {
+    #[cfg(not(loom))]
+    {
+        for _ in 0..1u32 << (*step).min(6) {
+            sync::spin_loop();
+        }
+        *step += 1;
+    }
+    #[cfg(loom)]
+    let _ = step;
+}
+
 /// The queue's implementation, generic over a set of deliberate bugs.
 ///
 /// The public types use [`SOUND`](mutant::SOUND), under which every bug check is a constant
@@ -541,6 +557,7 @@ pub mod mutant {
             // A block for linking, taken only when this push may claim a block's last slot.
             let mut spare: *mut Block<T> = ptr::null_mut();
             let mut spins = 0u32;
+            let mut contended = 0u32;
             // Acquire: pairs with the Release `fetch_add` of a linking producer, so the tail
             // block it stored is visible to the load below.
             let mut tail = shared.tail.0.word.load(Ordering::Acquire);
@@ -581,6 +598,11 @@ pub mod mutant {
                     Err(actual) => {
                         if V & SPURIOUS_FAILURE_MEANS_CLOSED != 0 && actual == tail {
                             break None;
+                        }
+                        if actual != tail {
+                            // Another push won the tail word: wait a moment before retrying,
+                            // so the contended cache line is not pulled straight back.
+                            contention_backoff(&mut contended);
                         }
                         tail = actual;
                     }
