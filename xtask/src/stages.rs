@@ -342,29 +342,11 @@ fn sanitize(ctx: &Ctx) -> Option<Stage> {
     if !tests.join("sanitize_queue.rs").exists() || !suppressions.exists() {
         return None;
     }
-    let target = "x86_64-unknown-linux-gnu";
     let tsan_options = format!("suppressions={} halt_on_error=1", suppressions.display());
-    let tsan = |extra: &[&str]| {
-        let mut args = vec![
-            "test",
-            "-p",
-            "refloop",
-            "--test",
-            "sanitize_queue",
-            "--target",
-            target,
-        ];
-        args.extend(["--target-dir", "target/tsan"]);
-        args.extend(extra);
-        ctx.cargo(Toolchain::Nightly, &args)
-            .env(
-                "RUSTFLAGS",
-                "-Zsanitizer=thread -Cunsafe-allow-abi-mismatch=sanitizer",
-            )
-            .env("TSAN_OPTIONS", &tsan_options)
-    };
-    let asan = ctx
-        .cargo(
+    // The sanitizers need an explicit `--target` (so build scripts and proc macros stay
+    // uninstrumented) and a target directory of their own.
+    let sanitized = |rustflags: &str, target_dir: &str| {
+        ctx.cargo(
             Toolchain::Nightly,
             &[
                 "test",
@@ -373,18 +355,27 @@ fn sanitize(ctx: &Ctx) -> Option<Stage> {
                 "--test",
                 "sanitize_queue",
                 "--target",
-                target,
+                "x86_64-unknown-linux-gnu",
                 "--target-dir",
-                "target/asan",
+                target_dir,
             ],
         )
-        .env("RUSTFLAGS", "-Zsanitizer=address");
+        .env("RUSTFLAGS", rustflags)
+    };
+    let tsan = || {
+        sanitized(
+            "-Zsanitizer=thread -Cunsafe-allow-abi-mismatch=sanitizer",
+            "target/tsan",
+        )
+        .env("TSAN_OPTIONS", &tsan_options)
+    };
+    let asan = sanitized("-Zsanitizer=address", "target/asan");
     Some(Stage {
         name: "sanitize",
         about: "queue stress tests under nightly ThreadSanitizer and AddressSanitizer",
         steps: vec![
-            tsan(&[]).label("tsan"),
-            tsan(&[])
+            tsan().label("tsan"),
+            tsan()
                 .env("REFLOOP_KNOWN_BAD", "racy")
                 .label("tsan-catches-known-race")
                 .expect_failure(&["WARNING: ThreadSanitizer: data race"]),
