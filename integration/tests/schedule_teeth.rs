@@ -32,7 +32,7 @@ fn dropping_the_rest_of_a_partial_write_is_found_and_shrunk() {
 
 #[test]
 fn ids_without_generation_are_found_and_shrunk() {
-    hunt(KnownBad::NoGeneration, "no_generation", 4, 8);
+    hunt(KnownBad::NoGeneration, "no_generation", 4, 12);
 }
 
 #[test]

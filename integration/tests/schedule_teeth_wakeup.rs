@@ -54,7 +54,7 @@ fn draining_before_the_eventfd_reset_is_found_and_shrunk() {
         KnownBad::DrainBeforeEventfdReset,
         "drain_before_eventfd_reset",
         6,
-        6,
+        10,
     );
 }
 

@@ -140,9 +140,9 @@ pub const HUNT_STALL: Duration = Duration::from_millis(400);
 /// `@@stat repro-rate <name> <fraction>` with the reproducer, and asserts that the reproducer has
 /// at most `max_steps` steps and fails again on replay.
 ///
-/// A racy variant can first be found through a racy schedule whose reduced form reproduces
-/// only now and then; up to three hunts (with different seeds) are made to find one that
-/// reproduces at least half the time, and the best is kept.
+/// A racy variant can first be found through a racy schedule whose reduced form is long or
+/// reproduces only now and then; up to three hunts (with different seeds) are made to find one
+/// within `max_steps` that reproduces at least half the time, and the best is kept.
 ///
 /// # Panics
 ///
@@ -161,18 +161,23 @@ pub fn hunt(variant: KnownBad, name: &str, seed: u64, max_steps: usize) {
             found.replay_failures,
             found.reason.lines().next().unwrap_or("")
         );
-        let better = best.as_ref().is_none_or(|b| {
+        // A racy bug can shrink to a long schedule in one hunt and a short one in the next:
+        // prefer a reproducer within the bound, then one that replays, then the shorter.
+        let key = |f: &Found| {
             (
-                found.replay_failures,
-                std::cmp::Reverse(found.minimal.steps.len()),
-            ) > (b.replay_failures, std::cmp::Reverse(b.minimal.steps.len()))
-        });
-        if better {
+                f.minimal.steps.len() <= max_steps,
+                f.replay_failures > 0,
+                std::cmp::Reverse(f.minimal.steps.len()),
+                f.replay_failures,
+            )
+        };
+        if best.as_ref().is_none_or(|b| key(&found) > key(b)) {
             best = Some(found);
         }
+        // Stop early only with a short reproducer that fails at least half its replays.
         if best
             .as_ref()
-            .is_some_and(|b| 2 * b.replay_failures >= REPLAYS)
+            .is_some_and(|b| b.minimal.steps.len() <= max_steps && 2 * b.replay_failures >= REPLAYS)
         {
             break;
         }
