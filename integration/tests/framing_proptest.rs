@@ -140,8 +140,17 @@ fn proptest_case_budget_is_reported() {
 }
 
 /// Runs the same property against a known-bad framing; returns the shrunk failing case.
+///
+/// The runner is seeded deterministically: proptest's shrinking finds a local minimum, and
+/// with a random seed it sometimes stops at a longer case (a 15-byte payload over a limit of
+/// 10 was seen), so a fixed seed keeps the reported shrunk sizes and their bounds reproducible.
 fn find_and_shrink(bad: KnownBad) -> Option<FramingCase> {
-    let mut runner = TestRunner::new(config());
+    let mut runner = TestRunner::new_with_rng(
+        config(),
+        proptest::test_runner::TestRng::deterministic_rng(
+            proptest::test_runner::RngAlgorithm::ChaCha,
+        ),
+    );
     let result = runner.run(&case(), |case| {
         case.try_check(Subject::Bad(bad))
             .map(drop)
