@@ -40,6 +40,14 @@ pub fn summary(command: &str, outcomes: &[Outcome]) -> String {
         }
     }
     let _ = writeln!(out, "{rule}");
+    let total: f64 = outcomes.iter().map(|o| o.wall.as_secs_f64()).sum();
+    let _ = writeln!(
+        out,
+        "{:<12} {:<14} {:>9}",
+        "total",
+        "",
+        format!("{total:.1}s")
+    );
     let passed = outcomes.iter().filter(|o| o.status.is_pass()).count();
     let failed = outcomes.len() - passed;
     let _ = writeln!(out, "{command}: {passed} passed, {failed} failed");
