@@ -11,6 +11,7 @@
 
 pub mod check;
 pub mod framing;
+pub mod os;
 pub mod queue;
 pub mod sync;
 
@@ -18,8 +19,8 @@ pub mod reactor;
 mod sys;
 
 pub use reactor::{
-    Config, Conn, ConnHandle, ConnId, Disconnect, DisconnectReason, Endpoint, Handler, LoopHandle,
-    SendError, Server, Stats,
+    Config, ConfigError, Conn, ConnHandle, ConnId, Disconnect, DisconnectReason, Endpoint, Handler,
+    LoopHandle, SendError, Server, Stats,
 };
 
 /// The README's Rust examples, compiled and run as doc tests so the README stays true.

@@ -202,6 +202,7 @@ fn accepted_read_unsent(known_bad: KnownBad) -> Vec<(usize, usize, usize)> {
     let cfg = Config {
         send_buffer_size: Some(4096),
         high_watermark: 256 * 1024,
+        low_watermark: 64 * 1024,
         close_linger: std::time::Duration::from_millis(100),
         known_bad,
         ..Config::default()
@@ -306,6 +307,7 @@ fn a_handle_to_a_connection_closed_over_its_watermark_answers_closed_not_full() 
     let cfg = Config {
         send_buffer_size: Some(4096),
         high_watermark: 8 * 1024,
+        low_watermark: 2 * 1024,
         close_linger: std::time::Duration::from_millis(50),
         ..Config::default()
     };

@@ -4,24 +4,21 @@ use std::cell::RefCell;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 use std::fmt;
-use std::fs::File;
 use std::io;
-use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
-use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::net::UnixListener;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::output::Output;
 use super::{
     Command, Config, Conn, ConnId, ConnMut, ConnShared, Disconnect, DisconnectReason, Endpoint,
-    Handler, KnownBad, LoopHandle, Route, Shared, StatCells,
+    Handler, KnownBad, LoopHandle, Route, Shared, StatCells, Waker,
 };
 use crate::framing::{Decoded, FrameError, Framing};
+use crate::os::{self, Event, Interest, Linux, Os, Shutdown};
 use crate::queue::{self, Consumer, Producer};
-use crate::sys::{self, Epoll, EventFd, Events, Interest};
 
 /// The eventfd's token. Connection tokens never have bit 63 set (generations use 31 bits).
 const WAKER_TOKEN: u64 = u64::MAX;
@@ -29,19 +26,29 @@ const WAKER_TOKEN: u64 = u64::MAX;
 const LISTENER_BIT: u64 = 1 << 63;
 /// An emptied input buffer keeps at most this much capacity.
 const INPUT_KEEP: usize = 64 * 1024;
+/// The backlog the loop asks `listen(2)` for (std's value; Linux caps it at `somaxconn`).
+const LISTEN_BACKLOG: u32 = 128;
+/// How long after a transient accept failure (`ENOBUFS`, `ENOMEM`) the loop tries again.
+const ACCEPT_RETRY_DELAY: Duration = Duration::from_millis(10);
 
-struct Listener {
-    fd: OwnedFd,
+struct Listener<O: Os> {
+    fd: O::Fd,
     local: Endpoint,
-    /// A Unix socket path this server created, removed when the listener goes.
-    unix_path: Option<PathBuf>,
+    /// A Unix socket path this server created, and the identity of the file it created there:
+    /// the file is removed when the listener goes, but only if it is still that file.
+    unix_path: Option<(PathBuf, u64)>,
+    os: O,
 }
 
-impl Drop for Listener {
+impl<O: Os> Drop for Listener<O> {
     fn drop(&mut self) {
-        if let Some(path) = &self.unix_path {
-            // Ignored: the path may already be gone, and a leftover file harms nothing.
-            let _ = std::fs::remove_file(path);
+        if let Some((path, identity)) = &self.unix_path {
+            // A newer server may have replaced the file (after removing ours); its file is not
+            // ours to delete.
+            if self.os.path_identity(path) == Some(*identity) {
+                // Ignored: the path may already be gone, and a leftover file harms nothing.
+                let _ = self.os.remove_path(path);
+            }
         }
     }
 }
@@ -109,9 +116,9 @@ enum Phase {
     },
 }
 
-struct Core<F> {
+struct Core<F, O: Os> {
     id: ConnId,
-    fd: OwnedFd,
+    fd: O::Fd,
     peer: Endpoint,
     outbound: bool,
     framing: F,
@@ -136,14 +143,14 @@ struct Core<F> {
     timer_at: Option<Instant>,
 }
 
-struct Connection<F> {
+struct Connection<F, O: Os> {
     input: Input,
-    core: Core<F>,
+    core: Core<F, O>,
 }
 
-struct Slot<F> {
+struct Slot<F, O: Os> {
     generation: u32,
-    conn: Option<Connection<F>>,
+    conn: Option<Connection<F, O>>,
 }
 
 /// How a read pass ended.
@@ -205,17 +212,19 @@ enum ReadEnd {
 /// thread.join().expect("loop thread panicked")?;
 /// # Ok::<(), std::io::Error>(())
 /// ```
-pub struct Server<F: Framing + Clone> {
+pub struct Server<F: Framing + Clone, O: Os = Linux> {
+    os: O,
     config: Config,
     proto: F,
     max_input: usize,
-    epoll: Epoll,
-    events: Events,
-    listeners: Vec<Listener>,
+    epoll: O::Fd,
+    events: O::Events,
+    waker: Arc<Waker<O>>,
+    listeners: Vec<Listener<O>>,
     shared: Arc<Shared>,
     commands: Consumer<Command>,
     command_buf: Vec<Command>,
-    slots: Vec<Slot<F>>,
+    slots: Vec<Slot<F, O>>,
     free: Vec<u32>,
     live: usize,
     ready: VecDeque<ConnId>,
@@ -223,16 +232,18 @@ pub struct Server<F: Framing + Clone> {
     /// Read buffer shared by all connections.
     scratch: Vec<u8>,
     /// The reserve fd closed to make room for accept-and-close under `EMFILE`.
-    spare_fd: Option<File>,
+    spare_fd: Option<O::Fd>,
     /// Accepting stopped (connection limit, or no reserve fd); retried when a connection closes.
     accept_paused: bool,
     accept_retry: bool,
+    /// When to retry accepting after a transient failure left clients in the backlog.
+    accept_retry_at: Option<Instant>,
     shutdown_deadline: Option<Instant>,
     signals_installed: bool,
     wake_hook: Option<Box<dyn FnMut() + Send>>,
 }
 
-impl<F: Framing + Clone> fmt::Debug for Server<F> {
+impl<F: Framing + Clone, O: Os> fmt::Debug for Server<F, O> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Server")
             .field("config", &self.config)
@@ -256,7 +267,11 @@ fn bump(cell: &std::sync::atomic::AtomicU64) {
 }
 
 /// Builds the view callbacks get of a connection.
-fn view<'a, F>(core: &'a mut Core<F>, proto: &'a F, shared: &'a Arc<Shared>) -> Conn<'a, F> {
+fn view<'a, F, O: Os>(
+    core: &'a mut Core<F, O>,
+    proto: &'a F,
+    shared: &'a Arc<Shared>,
+) -> Conn<'a, F> {
     let Core {
         id,
         fd,
@@ -269,11 +284,11 @@ fn view<'a, F>(core: &'a mut Core<F>, proto: &'a F, shared: &'a Arc<Shared>) -> 
         close_requested,
         ..
     } = core;
-    let fd: &'a OwnedFd = fd;
+    let fd: &'a O::Fd = fd;
     Conn {
         id: *id,
         peer,
-        fd: fd.as_fd(),
+        fd: O::borrow_fd(fd),
         outbound: *outbound,
         inner: RefCell::new(ConnMut {
             framing,
@@ -315,7 +330,7 @@ fn deliver<F: Framing, H: Handler<F>>(
 }
 
 fn error_reason(e: io::Error) -> DisconnectReason {
-    if sys::is_reset(&e) {
+    if os::is_reset(&e) {
         DisconnectReason::Reset
     } else {
         DisconnectReason::Error(e)
@@ -323,58 +338,16 @@ fn error_reason(e: io::Error) -> DisconnectReason {
 }
 
 impl<F: Framing + Clone> Server<F> {
-    /// A loop with no listeners yet (add some with [`listen`](Server::listen) and
-    /// [`listen_unix`](Server::listen_unix), or use it for outbound connections only).
+    /// A loop over the real kernel with no listeners yet (add some with
+    /// [`listen`](Server::listen) and [`listen_unix`](Server::listen_unix), or use it for
+    /// outbound connections only).
     ///
     /// # Errors
     ///
-    /// Fails if the epoll instance or the eventfd cannot be created.
+    /// Fails with [`io::ErrorKind::InvalidInput`] if `config` is invalid (see
+    /// [`Config::validate`]), or if the epoll instance or the eventfd cannot be created.
     pub fn new(framing: F, config: Config) -> io::Result<Server<F>> {
-        let epoll = Epoll::new()?;
-        let waker = EventFd::new()?;
-        epoll.add(
-            waker.as_fd(),
-            WAKER_TOKEN,
-            Interest {
-                readable: true,
-                writable: false,
-            },
-        )?;
-        let (commands_tx, commands) = queue::channel();
-        let shared = Arc::new(Shared {
-            waker,
-            commands: commands_tx,
-            stats: StatCells::default(),
-            known_bad: config.known_bad,
-            high_watermark: config.high_watermark,
-            routes: Mutex::new(Vec::new()),
-            loop_thread: Mutex::new(None),
-        });
-        let max_input = framing.max_buffered().unwrap_or(config.max_frame_len);
-        Ok(Server {
-            events: Events::with_capacity(config.events_capacity),
-            scratch: vec![0; config.read_chunk.max(1)],
-            config,
-            proto: framing,
-            max_input,
-            epoll,
-            listeners: Vec::new(),
-            shared,
-            commands,
-            command_buf: Vec::new(),
-            slots: Vec::new(),
-            free: Vec::new(),
-            live: 0,
-            ready: VecDeque::new(),
-            timers: BinaryHeap::new(),
-            // Without /dev/null the loop still works; it pauses accepting under EMFILE instead.
-            spare_fd: File::open("/dev/null").ok(),
-            accept_paused: false,
-            accept_retry: false,
-            shutdown_deadline: None,
-            signals_installed: false,
-            wake_hook: None,
-        })
+        Server::with_os(Linux, framing, config)
     }
 
     /// A loop listening on TCP `addr` (IPv4 or IPv6; port 0 picks a free port, see
@@ -390,7 +363,7 @@ impl<F: Framing + Clone> Server<F> {
     }
 
     /// A loop listening on a Unix-domain stream socket at `path` (removed again when the
-    /// listener closes).
+    /// listener closes, unless another socket has replaced it by then).
     ///
     /// # Errors
     ///
@@ -400,6 +373,69 @@ impl<F: Framing + Clone> Server<F> {
         server.listen_unix(path)?;
         Ok(server)
     }
+}
+
+impl<F: Framing + Clone, O: Os> Server<F, O> {
+    /// A loop over `os`: [`os::Linux`] (what [`Server::new`] uses) or a simulated kernel
+    /// ([`crate::sim::Kernel`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`Server::new`].
+    pub fn with_os(os: O, framing: F, config: Config) -> io::Result<Server<F, O>> {
+        config
+            .validate()
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let epoll = os.epoll_create()?;
+        let waker = Arc::new(Waker {
+            fd: os.eventfd()?,
+            os: os.clone(),
+        });
+        os.epoll_add(&epoll, &waker.fd, WAKER_TOKEN, Interest::READABLE)?;
+        let (commands_tx, commands) = queue::channel();
+        let shared = Arc::new(Shared {
+            waker: Arc::clone(&waker) as Arc<dyn super::Signal>,
+            commands: commands_tx,
+            stats: StatCells::default(),
+            known_bad: config.known_bad,
+            high_watermark: config.high_watermark,
+            routes: Mutex::new(Vec::new()),
+            loop_thread: Mutex::new(None),
+        });
+        let max_input = framing.max_buffered().unwrap_or(config.max_frame_len);
+        Ok(Server {
+            events: os.events(config.events_capacity),
+            scratch: vec![0; config.read_chunk],
+            // Without a spare fd the loop still works; it pauses accepting under EMFILE instead.
+            spare_fd: os.open_spare().ok(),
+            os,
+            config,
+            proto: framing,
+            max_input,
+            epoll,
+            waker,
+            listeners: Vec::new(),
+            shared,
+            commands,
+            command_buf: Vec::new(),
+            slots: Vec::new(),
+            free: Vec::new(),
+            live: 0,
+            ready: VecDeque::new(),
+            timers: BinaryHeap::new(),
+            accept_paused: false,
+            accept_retry: false,
+            accept_retry_at: None,
+            shutdown_deadline: None,
+            signals_installed: false,
+            wake_hook: None,
+        })
+    }
+
+    /// The OS layer this loop runs over.
+    pub fn os(&self) -> &O {
+        &self.os
+    }
 
     /// Adds a TCP listener; returns its bound address.
     ///
@@ -407,11 +443,21 @@ impl<F: Framing + Clone> Server<F> {
     ///
     /// Fails if the address cannot be resolved or bound.
     pub fn listen(&mut self, addr: impl ToSocketAddrs) -> io::Result<SocketAddr> {
-        let listener = TcpListener::bind(addr)?;
-        listener.set_nonblocking(true)?;
-        let local = listener.local_addr()?;
-        self.add_listener(OwnedFd::from(listener), Endpoint::Tcp(local), None)?;
-        Ok(local)
+        // Like `TcpListener::bind`: the first resolved address that binds wins.
+        let mut last = io::Error::new(io::ErrorKind::InvalidInput, "no address to bind");
+        for addr in addr.to_socket_addrs()? {
+            match self.os.listen(&Endpoint::Tcp(addr), LISTEN_BACKLOG) {
+                Ok((fd, local)) => {
+                    let Endpoint::Tcp(bound) = local else {
+                        return Err(io::Error::other("a TCP listener reported a unix address"));
+                    };
+                    self.add_listener(fd, local, None)?;
+                    return Ok(bound);
+                }
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
     }
 
     /// Adds a Unix-domain stream listener at `path`.
@@ -421,32 +467,32 @@ impl<F: Framing + Clone> Server<F> {
     /// Fails if `path` cannot be bound.
     pub fn listen_unix(&mut self, path: impl AsRef<Path>) -> io::Result<()> {
         let path = path.as_ref();
-        let listener = UnixListener::bind(path)?;
-        listener.set_nonblocking(true)?;
-        let local = Endpoint::Unix(Some(path.to_path_buf()));
-        self.add_listener(OwnedFd::from(listener), local, Some(path.to_path_buf()))
+        let (fd, local) = self
+            .os
+            .listen(&Endpoint::Unix(Some(path.to_path_buf())), LISTEN_BACKLOG)?;
+        // The file bind just created; if it is already gone or replaced, nothing is removed.
+        let unix_path = self
+            .os
+            .path_identity(path)
+            .map(|identity| (path.to_path_buf(), identity));
+        self.add_listener(fd, local, unix_path)
     }
 
     fn add_listener(
         &mut self,
-        fd: OwnedFd,
+        fd: O::Fd,
         local: Endpoint,
-        unix_path: Option<PathBuf>,
+        unix_path: Option<(PathBuf, u64)>,
     ) -> io::Result<()> {
         let token = LISTENER_BIT | self.listeners.len() as u64;
         let listener = Listener {
             fd,
             local,
             unix_path,
+            os: self.os.clone(),
         };
-        self.epoll.add(
-            listener.fd.as_fd(),
-            token,
-            Interest {
-                readable: true,
-                writable: false,
-            },
-        )?;
+        self.os
+            .epoll_add(&self.epoll, &listener.fd, token, Interest::READABLE)?;
         self.listeners.push(listener);
         Ok(())
     }
@@ -500,7 +546,7 @@ impl<F: Framing + Clone> Server<F> {
     ///
     /// Fails if the eventfd cannot be duplicated or `sigaction` fails.
     pub fn shutdown_on_termination_signals(&mut self) -> io::Result<()> {
-        sys::install_termination_handler(&self.shared.waker)?;
+        self.os.install_termination_handler(&self.waker.fd)?;
         self.signals_installed = true;
         Ok(())
     }
@@ -519,9 +565,11 @@ impl<F: Framing + Clone> Server<F> {
     /// Fails only if epoll itself fails; every connection is closed (reported with
     /// [`DisconnectReason::Shutdown`]) before the error is returned.
     pub fn run<H: Handler<F>>(mut self, mut handler: H) -> io::Result<H> {
-        *lock(&self.shared.loop_thread) = Some(sys::current_thread());
+        // The guard forgets the thread id on every way out of `run`, a panic included: once the
+        // thread may have exited, its id may name another thread.
+        let running = LoopThread::enter(&self.shared);
         let result = self.run_turns(&mut handler);
-        *lock(&self.shared.loop_thread) = None;
+        drop(running);
         // Whatever ended the loop, nothing is left open: close the rest, refuse new commands.
         for id in self.live_ids() {
             self.abandon(id, &mut handler);
@@ -543,7 +591,7 @@ impl<F: Framing + Clone> Server<F> {
 
     fn run_turns<H: Handler<F>>(&mut self, handler: &mut H) -> io::Result<()> {
         loop {
-            let now = Instant::now();
+            let now = self.os.now();
             if let Some(deadline) = self.shutdown_deadline {
                 if self.live == 0 {
                     return Ok(());
@@ -559,23 +607,20 @@ impl<F: Framing + Clone> Server<F> {
             let deadline = if !self.ready.is_empty() || self.accept_retry {
                 Some(now)
             } else {
-                let timer = self.timers.peek().map(|Reverse((at, _))| *at);
-                match (timer, self.shutdown_deadline) {
-                    (Some(a), Some(b)) => Some(a.min(b)),
-                    (a, b) => a.or(b),
-                }
+                [
+                    self.timers.peek().map(|Reverse((at, _))| *at),
+                    self.shutdown_deadline,
+                    self.accept_retry_at,
+                ]
+                .into_iter()
+                .flatten()
+                .min()
             };
-            let mut interrupted = 0;
-            let retry = self.config.known_bad != KnownBad::EintrFatal;
-            let waited = self
-                .epoll
-                .wait(&mut self.events, deadline, retry, &mut interrupted);
-            StatCells::add(&self.shared.stats.eintr_retries, interrupted);
-            waited?;
+            self.wait(deadline)?;
             bump(&self.shared.stats.turns);
 
-            for i in 0..self.events.len() {
-                let event = self.events.get(i);
+            for i in 0..O::event_count(&self.events) {
+                let event = O::event(&self.events, i);
                 if event.token == WAKER_TOKEN {
                     self.on_wake(handler);
                 } else if event.token & LISTENER_BIT != 0 {
@@ -599,21 +644,55 @@ impl<F: Framing + Clone> Server<F> {
                 }
             }
 
+            let now = self.os.now();
+            if self.accept_retry_at.is_some_and(|at| at <= now) {
+                // A transient accept failure (ENOBUFS, ENOMEM) left clients in the backlog, and
+                // under EPOLLET no new edge comes for them (EPOLL-NOTES 18).
+                self.accept_retry_at = None;
+                self.accept_retry = true;
+            }
             if std::mem::take(&mut self.accept_retry) {
                 self.accept_paused = false;
                 for index in 0..self.listeners.len() {
                     self.accept_all(index, handler);
                 }
             }
-            self.expire_timers(Instant::now(), handler);
-            // Acquire pairs with the signal handler's Release store.
-            if self.signals_installed && sys::TERMINATION_REQUESTED.load(Ordering::Acquire) {
+            self.expire_timers(self.os.now(), handler);
+            if self.signals_installed && self.os.termination_requested() {
                 self.begin_shutdown(handler);
             }
         }
     }
 
-    fn conn_mut(&mut self, id: ConnId) -> Option<&mut Connection<F>> {
+    /// One `epoll_wait` until `deadline` (`None`: forever), retrying `EINTR` with the timeout
+    /// recomputed, so a signal storm can neither end the wait with an error nor stretch it.
+    fn wait(&mut self, deadline: Option<Instant>) -> io::Result<()> {
+        loop {
+            let timeout_ms = match deadline {
+                None => -1,
+                Some(deadline) => {
+                    let left = deadline.saturating_duration_since(self.os.now());
+                    // Round up, so a deadline 0.4 ms away does not busy-poll with timeout 0.
+                    let ms = left.as_nanos().div_ceil(1_000_000);
+                    ms.min(i32::MAX as u128) as i32
+                }
+            };
+            match self
+                .os
+                .epoll_wait(&self.epoll, &mut self.events, timeout_ms)
+            {
+                Err(e)
+                    if e.kind() == io::ErrorKind::Interrupted
+                        && self.config.known_bad != KnownBad::EintrFatal =>
+                {
+                    bump(&self.shared.stats.eintr_retries);
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn conn_mut(&mut self, id: ConnId) -> Option<&mut Connection<F, O>> {
         let ignore_generation = self.config.known_bad == KnownBad::NoGeneration;
         let slot = self.slots.get_mut(id.index as usize)?;
         let conn = slot.conn.as_mut()?;
@@ -660,12 +739,15 @@ impl<F: Framing + Clone> Server<F> {
     }
 
     fn reset_waker(&mut self) {
-        match self.shared.waker.reset() {
-            Ok(0) => {}
-            Ok(_) => bump(&self.shared.stats.wakeups),
-            // Reading an eventfd we own cannot fail except with EAGAIN (mapped to Ok(0)); if it
-            // somehow does, the commands are still drained below, so nothing is lost.
-            Err(_) => {}
+        loop {
+            match self.os.eventfd_read(&self.waker.fd) {
+                Ok(_) => bump(&self.shared.stats.wakeups),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                // EAGAIN: not signalled. Reading an eventfd we own cannot fail otherwise; if it
+                // somehow does, the commands are still drained after this, so nothing is lost.
+                Err(_) => {}
+            }
+            return;
         }
     }
 
@@ -698,7 +780,7 @@ impl<F: Framing + Clone> Server<F> {
                 self.accept_paused = true;
                 return;
             }
-            let accepted = sys::accept(self.listeners[index].fd.as_fd());
+            let accepted = self.os.accept(&self.listeners[index].fd);
             match accepted {
                 Ok((fd, peer)) => {
                     bump(&self.shared.stats.accepted);
@@ -712,8 +794,22 @@ impl<F: Framing + Clone> Server<F> {
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if sys::is_transient_accept_error(&e) => continue,
-                Err(e) if sys::is_fd_exhaustion(&e) => {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                // The connection died in the backlog; the next one may be fine.
+                Err(e) if os::is_transient_accept_error(&e) => continue,
+                Err(e) if os::is_memory_shortage(&e) => {
+                    // The backlog is intact but an immediate retry would likely fail again:
+                    // retry shortly, on the loop's own timer, since no new edge will come for
+                    // the clients already waiting (EPOLL-NOTES 18).
+                    bump(&self.shared.stats.accept_errors);
+                    handler.on_accept_error(&e);
+                    if self.config.known_bad != KnownBad::NoAcceptRetry {
+                        let at = self.os.now() + ACCEPT_RETRY_DELAY;
+                        self.accept_retry_at = Some(self.accept_retry_at.map_or(at, |t| t.min(at)));
+                    }
+                    return;
+                }
+                Err(e) if os::is_fd_exhaustion(&e) => {
                     bump(&self.shared.stats.accept_errors);
                     handler.on_accept_error(&e);
                     if self.config.known_bad == KnownBad::NoReserveFd {
@@ -726,10 +822,10 @@ impl<F: Framing + Clone> Server<F> {
                             // Free one fd, take the waiting client with it and close it at
                             // once, so the client sees a close instead of hanging.
                             drop(spare);
-                            let taken = sys::accept(self.listeners[index].fd.as_fd());
+                            let taken = self.os.accept(&self.listeners[index].fd);
                             // Close the client before reopening the spare, which needs its fd.
                             let taken = taken.map(drop);
-                            self.spare_fd = File::open("/dev/null").ok();
+                            self.spare_fd = self.os.open_spare().ok();
                             match taken {
                                 Ok(()) => {}
                                 // At the fd limit accept reports EMFILE even with an empty
@@ -738,7 +834,7 @@ impl<F: Framing + Clone> Server<F> {
                                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                                 // The freed fd went elsewhere: retry when a connection closes,
                                 // rather than spin.
-                                Err(e) if sys::is_fd_exhaustion(&e) => {
+                                Err(e) if os::is_fd_exhaustion(&e) => {
                                     self.accept_paused = true;
                                     return;
                                 }
@@ -746,7 +842,7 @@ impl<F: Framing + Clone> Server<F> {
                             }
                         }
                         None => {
-                            self.spare_fd = File::open("/dev/null").ok();
+                            self.spare_fd = self.os.open_spare().ok();
                             if self.spare_fd.is_none() {
                                 // No fd at all: retry when a connection closes.
                                 self.accept_paused = true;
@@ -774,13 +870,13 @@ impl<F: Framing + Clone> Server<F> {
             handler.on_connect_failed(&target, e);
             return;
         }
-        let (fd, in_progress) = match sys::connect(&target) {
+        let (fd, in_progress) = match self.os.connect(&target) {
             Ok(started) => started,
             Err(e) => return handler.on_connect_failed(&target, e),
         };
         let phase = Phase::Connecting {
             target: target.clone(),
-            since: Instant::now(),
+            since: self.os.now(),
         };
         match self.register(fd, target.clone(), true, phase) {
             Ok(id) if in_progress => self.arm_timer(id),
@@ -790,17 +886,18 @@ impl<F: Framing + Clone> Server<F> {
     }
 
     fn complete_connect<H: Handler<F>>(&mut self, id: ConnId, handler: &mut H) {
+        let os = self.os.clone();
         let Some(conn) = self.conn_mut(id) else {
             return;
         };
-        let outcome = match sys::take_error(conn.core.fd.as_fd()) {
+        let outcome = match os.take_error(&conn.core.fd) {
             Ok(None) => Ok(()),
             Ok(Some(e)) | Err(e) => Err(e),
         };
         match outcome {
             Ok(()) => {
                 conn.core.phase = Phase::Open;
-                conn.core.last_active = Instant::now();
+                conn.core.last_active = os.now();
                 bump(&self.shared.stats.connected);
                 self.opened(id, handler);
             }
@@ -819,21 +916,21 @@ impl<F: Framing + Clone> Server<F> {
     /// Puts a new socket in a slot and registers it with epoll.
     fn register(
         &mut self,
-        fd: OwnedFd,
+        fd: O::Fd,
         peer: Endpoint,
         outbound: bool,
         phase: Phase,
     ) -> io::Result<ConnId> {
         if let Endpoint::Tcp(_) = peer {
             if self.config.nodelay {
-                sys::set_nodelay(fd.as_fd())?;
+                self.os.set_nodelay(&fd)?;
             }
         }
         if let Some(bytes) = self.config.send_buffer_size {
-            sys::set_send_buffer(fd.as_fd(), bytes)?;
+            self.os.set_send_buffer(&fd, bytes)?;
         }
         if let Some(bytes) = self.config.recv_buffer_size {
-            sys::set_recv_buffer(fd.as_fd(), bytes)?;
+            self.os.set_recv_buffer(&fd, bytes)?;
         }
         let index = match self.free.pop() {
             Some(index) => index,
@@ -851,14 +948,10 @@ impl<F: Framing + Clone> Server<F> {
             index,
             generation: self.slots[index as usize].generation,
         };
-        if let Err(e) = self.epoll.add(
-            fd.as_fd(),
-            id.token(),
-            Interest {
-                readable: true,
-                writable: true,
-            },
-        ) {
+        if let Err(e) = self
+            .os
+            .epoll_add(&self.epoll, &fd, id.token(), Interest::BOTH)
+        {
             self.free.push(index);
             return Err(e);
         }
@@ -894,7 +987,7 @@ impl<F: Framing + Clone> Server<F> {
                 write_blocked: false,
                 close_requested: false,
                 queue_closed: false,
-                last_active: Instant::now(),
+                last_active: self.os.now(),
                 timer_at: None,
             },
         });
@@ -925,8 +1018,9 @@ impl<F: Framing + Clone> Server<F> {
     // Connection events
     // -----------------------------------------------------------------------------------------
 
-    fn on_conn_event<H: Handler<F>>(&mut self, event: sys::Event, handler: &mut H) {
+    fn on_conn_event<H: Handler<F>>(&mut self, event: Event, handler: &mut H) {
         let id = ConnId::from_token(event.token);
+        let os = self.os.clone();
         let ignore_writable = self.config.known_bad == KnownBad::IgnoreWritable;
         let Some(conn) = self.conn_mut(id) else {
             bump(&self.shared.stats.stale_events);
@@ -940,7 +1034,7 @@ impl<F: Framing + Clone> Server<F> {
             return;
         }
         if event.error {
-            match sys::take_error(conn.core.fd.as_fd()) {
+            match os.take_error(&conn.core.fd) {
                 Ok(Some(e)) => return self.finish(id, Some(error_reason(e)), handler),
                 // No pending error after all: the read and write below find out what happened.
                 Ok(None) => {}
@@ -1026,6 +1120,7 @@ impl<F: Framing + Clone> Server<F> {
         handler: &mut H,
     ) -> ReadEnd {
         let Server {
+            os,
             slots,
             proto,
             shared,
@@ -1050,7 +1145,7 @@ impl<F: Framing + Clone> Server<F> {
                 return ReadEnd::Drained;
             }
             bump(&shared.stats.read_calls);
-            let n = match sys::read(core.fd.as_fd(), scratch) {
+            let n = match os.read(&core.fd, scratch) {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return ReadEnd::Drained,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -1072,7 +1167,7 @@ impl<F: Framing + Clone> Server<F> {
                 }
                 return ReadEnd::Eof;
             }
-            core.last_active = Instant::now();
+            core.last_active = os.now();
             budget_used += n;
             let conn_view = view(core, proto, shared);
             let delivered = if input.len() == 0 {
@@ -1115,6 +1210,7 @@ impl<F: Framing + Clone> Server<F> {
         let mut budget_used = 0;
         loop {
             let Server {
+                os,
                 slots,
                 scratch,
                 shared,
@@ -1127,7 +1223,7 @@ impl<F: Framing + Clone> Server<F> {
                 return;
             };
             bump(&shared.stats.read_calls);
-            match sys::read(conn.core.fd.as_fd(), scratch) {
+            match os.read(&conn.core.fd, scratch) {
                 Ok(0) => return self.finish(id, None, handler),
                 Ok(n) => {
                     budget_used += n;
@@ -1165,7 +1261,7 @@ impl<F: Framing + Clone> Server<F> {
                 let len = core.out.len();
                 if !core.paused && len > high {
                     core.paused = true;
-                } else if core.paused && len < low {
+                } else if core.paused && len <= low {
                     core.paused = false;
                     // Input may have arrived while paused, with no edge left to report it.
                     self.requeue(id);
@@ -1178,6 +1274,7 @@ impl<F: Framing + Clone> Server<F> {
     /// Writes pending output until done or `EAGAIN`.
     fn flush(&mut self, id: ConnId) -> io::Result<()> {
         let drop_rest = self.config.known_bad == KnownBad::DropPartialWriteRest;
+        let os = self.os.clone();
         let Some(conn) = self.conn_mut(id) else {
             return Ok(());
         };
@@ -1185,10 +1282,11 @@ impl<F: Framing + Clone> Server<F> {
         if core.out.is_empty() || core.write_blocked {
             return Ok(());
         }
-        let report = core.out.write_to(core.fd.as_fd(), drop_rest);
+        let fd = &core.fd;
+        let report = core.out.write_to(|bufs| os.writev(fd, bufs), drop_rest);
         let report = report?;
         if report.written > 0 {
-            core.last_active = Instant::now();
+            core.last_active = os.now();
         }
         if drop_rest {
             // The bad variant also forgets the dropped bytes in the budget.
@@ -1219,6 +1317,7 @@ impl<F: Framing + Clone> Server<F> {
     ) {
         let linger = self.config.close_linger;
         let shutdown_deadline = self.shutdown_deadline;
+        let now = self.os.now();
         let Some(conn) = self.conn_mut(id) else {
             return;
         };
@@ -1226,7 +1325,7 @@ impl<F: Framing + Clone> Server<F> {
         if !matches!(core.phase, Phase::Open) {
             return;
         }
-        let mut deadline = Instant::now() + linger;
+        let mut deadline = now + linger;
         if let Some(at) = shutdown_deadline {
             deadline = deadline.min(at);
         }
@@ -1244,6 +1343,7 @@ impl<F: Framing + Clone> Server<F> {
     /// Output is flushed: close now if the peer already sent FIN, else shut down our write half
     /// and wait (bounded) for its FIN.
     fn after_flushed<H: Handler<F>>(&mut self, id: ConnId, handler: &mut H) {
+        let os = self.os.clone();
         let Some(conn) = self.conn_mut(id) else {
             return;
         };
@@ -1256,7 +1356,7 @@ impl<F: Framing + Clone> Server<F> {
             core.phase = Phase::Flushing { reason, deadline };
             return self.finish(id, None, handler);
         }
-        if let Err(e) = sys::shutdown_write(core.fd.as_fd()) {
+        if let Err(e) = os.shutdown(&core.fd, Shutdown::Write) {
             core.phase = Phase::Flushing { reason, deadline };
             // The peer is already gone; the close below is all that is left to do.
             let _ = e;
@@ -1323,7 +1423,7 @@ impl<F: Framing + Clone> Server<F> {
 
     /// Removes a connection from epoll, the routes and its slot; the fd closes when the
     /// returned connection drops.
-    fn release(&mut self, id: ConnId) -> Option<Connection<F>> {
+    fn release(&mut self, id: ConnId) -> Option<Connection<F, O>> {
         let index = id.index as usize;
         let slot = self.slots.get_mut(index)?;
         let matches = slot.conn.as_ref().is_some_and(|c| c.core.id == id);
@@ -1334,7 +1434,7 @@ impl<F: Framing + Clone> Server<F> {
         if self.config.known_bad != KnownBad::CloseWithoutDelete {
             // EPOLL_CTL_DEL before close: epoll tracks the file description, which a duplicate
             // fd would keep alive. Ignored on failure: the fd is closed right after anyway.
-            let _ = self.epoll.delete(conn.core.fd.as_fd());
+            let _ = self.os.epoll_delete(&self.epoll, &conn.core.fd);
         }
         slot.generation = match (slot.generation + 1) & ConnId::GENERATION_MASK {
             0 => 1,
@@ -1358,11 +1458,11 @@ impl<F: Framing + Clone> Server<F> {
         if self.shutdown_deadline.is_some() {
             return;
         }
-        let deadline = Instant::now() + self.config.shutdown_timeout;
+        let deadline = self.os.now() + self.config.shutdown_timeout;
         self.shutdown_deadline = Some(deadline);
         for listener in self.listeners.drain(..) {
             // Ignored: the listener closes right after anyway.
-            let _ = self.epoll.delete(listener.fd.as_fd());
+            let _ = self.os.epoll_delete(&self.epoll, &listener.fd);
         }
         for id in self.live_ids() {
             let Some(conn) = self.conn_mut(id) else {
@@ -1384,7 +1484,7 @@ impl<F: Framing + Clone> Server<F> {
     // -----------------------------------------------------------------------------------------
 
     /// When `core` next needs attention from the timer.
-    fn due(&self, core: &Core<F>) -> Option<Instant> {
+    fn due(&self, core: &Core<F, O>) -> Option<Instant> {
         match &core.phase {
             Phase::Connecting { since, .. } => self.config.idle_timeout.map(|t| *since + t),
             Phase::Open => self.config.idle_timeout.map(|t| core.last_active + t),
@@ -1460,6 +1560,27 @@ impl<F: Framing + Clone> Server<F> {
             // The flush or linger bound is over: close, counting what was not sent.
             Phase::Flushing { .. } | Phase::Lingering { .. } => self.finish(id, None, handler),
         }
+    }
+}
+
+/// Records the loop thread while [`Server::run`] executes, and forgets it when dropped (on
+/// return and on unwind alike).
+struct LoopThread {
+    shared: Arc<Shared>,
+}
+
+impl LoopThread {
+    fn enter(shared: &Arc<Shared>) -> LoopThread {
+        *lock(&shared.loop_thread) = Some(crate::sys::current_thread());
+        LoopThread {
+            shared: Arc::clone(shared),
+        }
+    }
+}
+
+impl Drop for LoopThread {
+    fn drop(&mut self) {
+        *lock(&self.shared.loop_thread) = None;
     }
 }
 

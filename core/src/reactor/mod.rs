@@ -50,14 +50,15 @@ pub mod testing;
 use std::cell::RefCell;
 use std::fmt;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::os::fd::BorrowedFd;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::framing::{FrameError, Framing};
+use crate::os::Os;
 use crate::queue::{Producer, Wake};
-use crate::sys::{EventFd, ThreadId};
+use crate::sys::ThreadId;
 
 pub use crate::sys::Endpoint;
 pub use event_loop::Server;
@@ -93,11 +94,14 @@ pub struct Config {
     /// Unsent output (bytes) above which the loop stops reading the connection, and above which
     /// [`ConnHandle::send`] returns [`SendError::Full`]. Default: 1 MiB.
     pub high_watermark: usize,
-    /// Unsent output (bytes) below which a paused connection is read again. Default: 256 KiB.
+    /// Unsent output (bytes) at or below which a paused connection is read again; more than 0
+    /// and at most `high_watermark`. Default: 256 KiB.
     pub low_watermark: usize,
     /// A connection with no input and no output progress for this long is closed with
     /// [`DisconnectReason::IdleTimeout`]; an outbound connect that takes this long fails with
-    /// [`io::ErrorKind::TimedOut`]. `None` disables it. Default: 5 minutes.
+    /// [`io::ErrorKind::TimedOut`]; a closing connection whose peer stops reading for this long
+    /// is reset, with its unsent bytes counted. `None` disables it, and so does a duration too
+    /// long to add to the clock ([`Duration::MAX`]). Default: 5 minutes.
     pub idle_timeout: Option<Duration>,
     /// The most connections (accepted and outbound) open at once. At the limit the loop stops
     /// accepting, and new clients wait in the listen backlog until a connection closes.
@@ -144,6 +148,74 @@ impl Default for Config {
     }
 }
 
+impl Config {
+    /// Checks every field against its rule, so a bad value is an error at construction instead
+    /// of a hang or a panic later; the error names the field and the rule.
+    ///
+    /// [`Server::new`] and [`Server::with_os`] call this.
+    ///
+    /// # Errors
+    ///
+    /// Returns the first rule `self` breaks.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let rule = |ok: bool, field: &'static str, rule: &'static str| {
+            if ok {
+                Ok(())
+            } else {
+                Err(ConfigError { field, rule })
+            }
+        };
+        rule(self.max_frame_len > 0, "max_frame_len", "must be > 0")?;
+        rule(self.read_chunk > 0, "read_chunk", "must be > 0")?;
+        rule(self.fairness_budget > 0, "fairness_budget", "must be > 0")?;
+        rule(
+            self.low_watermark > 0 && self.low_watermark <= self.high_watermark,
+            "low_watermark",
+            "must be > 0 and <= high_watermark",
+        )?;
+        rule(self.max_connections > 0, "max_connections", "must be > 0")?;
+        rule(self.events_capacity > 0, "events_capacity", "must be > 0")?;
+        rule(
+            self.events_capacity <= i32::MAX as usize,
+            "events_capacity",
+            "must fit epoll_wait's int maxevents",
+        )?;
+        rule(
+            self.send_buffer_size.is_none_or(|n| n > 0),
+            "send_buffer_size",
+            "must be > 0 when set",
+        )?;
+        rule(
+            self.recv_buffer_size.is_none_or(|n| n > 0),
+            "recv_buffer_size",
+            "must be > 0 when set",
+        )?;
+        rule(
+            self.idle_timeout.is_none_or(|t| !t.is_zero()),
+            "idle_timeout",
+            "must be > 0 when set (use None to disable it)",
+        )?;
+        Ok(())
+    }
+}
+
+/// A [`Config`] field that breaks its rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The field's name.
+    pub field: &'static str,
+    /// The rule it breaks.
+    pub rule: &'static str,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid config: {} {}", self.field, self.rule)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
 /// Deliberately broken variants of the loop, so tests can show that their checks reject them.
 ///
 /// Never use anything but [`KnownBad::None`] outside a test.
@@ -186,6 +258,10 @@ pub enum KnownBad {
     /// Stop at a short read even when the event carried `EPOLLRDHUP`: the FIN queued behind the
     /// data is never read, since it raised no new edge (EPOLL-NOTES 1 and 6).
     ShortReadIgnoresHangup,
+    /// After a transient `accept4` failure (`ENOBUFS`, `ENOMEM`), wait for the next listener
+    /// edge instead of retrying on a timer (EPOLL-NOTES 18): clients already in the backlog
+    /// wait until another one connects.
+    NoAcceptRetry,
 }
 
 /// Names one connection for the lifetime of a loop; never reused.
@@ -429,7 +505,7 @@ pub(crate) struct Route {
 /// State shared by the loop and every handle.
 #[derive(Debug)]
 pub(crate) struct Shared {
-    pub(crate) waker: EventFd,
+    pub(crate) waker: Arc<dyn Signal>,
     pub(crate) commands: Producer<Command>,
     pub(crate) stats: StatCells,
     pub(crate) known_bad: KnownBad,
@@ -457,6 +533,34 @@ impl Shared {
                 io::ErrorKind::NotConnected,
                 "event loop has exited",
             )),
+        }
+    }
+}
+
+/// The cross-thread half of the loop's eventfd.
+pub(crate) trait Signal: Send + Sync + fmt::Debug {
+    /// Adds one to the eventfd's counter.
+    fn signal(&self) -> io::Result<()>;
+}
+
+/// The loop's eventfd, over whichever OS the loop runs on.
+#[derive(Debug)]
+pub(crate) struct Waker<O: Os> {
+    pub(crate) os: O,
+    pub(crate) fd: O::Fd,
+}
+
+impl<O: Os> Signal for Waker<O> {
+    fn signal(&self) -> io::Result<()> {
+        loop {
+            return match self.os.eventfd_write(&self.fd, 1) {
+                Ok(()) => Ok(()),
+                // The counter is at its maximum, so the loop is already signalled
+                // (EPOLL-NOTES 14).
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => Err(e),
+            };
         }
     }
 }
@@ -706,7 +810,7 @@ struct ConnMut<'a, F> {
 pub struct Conn<'a, F> {
     id: ConnId,
     peer: &'a Endpoint,
-    fd: BorrowedFd<'a>,
+    fd: Option<BorrowedFd<'a>>,
     outbound: bool,
     inner: RefCell<ConnMut<'a, F>>,
     proto: &'a F,
@@ -795,15 +899,10 @@ impl<F: Framing + Clone> Conn<'_, F> {
     }
 }
 
-impl<F> AsFd for Conn<'_, F> {
-    /// The connection's socket, for socket options. Do not read, write or close it.
-    fn as_fd(&self) -> BorrowedFd<'_> {
+impl<F> Conn<'_, F> {
+    /// The connection's socket, for socket options; `None` when the loop runs over a
+    /// simulated kernel. Do not read, write or close it.
+    pub fn socket(&self) -> Option<BorrowedFd<'_>> {
         self.fd
-    }
-}
-
-impl<F> AsRawFd for Conn<'_, F> {
-    fn as_raw_fd(&self) -> RawFd {
-        self.fd.as_raw_fd()
     }
 }

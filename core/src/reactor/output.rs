@@ -6,11 +6,9 @@
 //! A partial write leaves `head_offset` inside the first chunk, and the next write starts
 //! exactly there: the rest of a partly written message always goes out next, in order.
 
+use crate::os::MAX_IOV;
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
-use std::os::fd::BorrowedFd;
-
-use crate::sys;
 
 /// Loop-thread sends stop appending to a tail chunk once it holds this many bytes.
 const APPEND_LIMIT: usize = 64 * 1024;
@@ -119,7 +117,7 @@ impl Output {
     /// chunk is thrown away instead of being written next.
     pub(crate) fn write_to(
         &mut self,
-        fd: BorrowedFd<'_>,
+        mut writev: impl FnMut(&[IoSlice<'_>]) -> io::Result<usize>,
         drop_partial_rest: bool,
     ) -> io::Result<WriteReport> {
         let mut report = WriteReport {
@@ -129,10 +127,10 @@ impl Output {
             partial: 0,
         };
         while self.len > 0 {
-            let mut slices = [IoSlice::new(&[]); sys::MAX_IOV];
+            let mut slices = [IoSlice::new(&[]); MAX_IOV];
             let mut count = 0;
             let mut offered = 0;
-            for (i, chunk) in self.chunks.iter().enumerate().take(sys::MAX_IOV) {
+            for (i, chunk) in self.chunks.iter().enumerate().take(MAX_IOV) {
                 let bytes = if i == 0 {
                     &chunk[self.head_offset..]
                 } else {
@@ -143,7 +141,7 @@ impl Output {
                 count += 1;
             }
             report.calls += 1;
-            match sys::writev(fd, &slices[..count]) {
+            match writev(&slices[..count]) {
                 Ok(n) => {
                     report.written += n;
                     if n < offered {

@@ -18,6 +18,10 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::time::Instant;
 
+use std::os::fd::AsFd;
+
+use crate::os::{Event, Interest, Linux, Os, Shutdown, MAX_IOV};
+
 /// Turns the `-1`-plus-errno convention into an [`io::Result`].
 fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
     if ret == -1 {
@@ -37,167 +41,91 @@ fn cvt_size(ret: libc::ssize_t) -> io::Result<usize> {
     }
 }
 
-/// Runs `f` until it fails with something other than `EINTR`.
-fn cvt_r(mut f: impl FnMut() -> libc::c_int) -> io::Result<libc::c_int> {
-    loop {
-        match cvt(f()) {
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            other => return other,
-        }
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // epoll
 // ---------------------------------------------------------------------------------------------
 
-/// What a registration asks to be told about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Interest {
-    pub(crate) readable: bool,
-    pub(crate) writable: bool,
-}
-
-/// One readiness report, with its flags decoded so callers never see `libc`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Event {
-    /// The 64-bit token given at registration.
-    pub(crate) token: u64,
-    /// `EPOLLIN`: bytes (or a pending connection, or EOF) can be read.
-    pub(crate) readable: bool,
-    /// `EPOLLOUT`: the send buffer has room.
-    pub(crate) writable: bool,
-    /// `EPOLLRDHUP`: the peer shut down its write half (sent FIN).
-    pub(crate) read_hup: bool,
-    /// `EPOLLHUP`: both directions are shut down.
-    pub(crate) hup: bool,
-    /// `EPOLLERR`: an error is pending; read it with [`take_error`].
-    pub(crate) error: bool,
-}
-
-/// An epoll instance, always used edge-triggered.
+/// `epoll_create1(EPOLL_CLOEXEC)`.
 ///
 /// # Notes
 ///
 /// - `epoll(7)`: with `EPOLLET` an event is reported when the file goes from not ready to
 ///   ready, so callers must drain (read, write or accept until `EAGAIN`) or remember that the
 ///   file is still ready.
-/// - epoll tracks open file descriptions, not fd numbers: [`Epoll::delete`] must run before the
+/// - epoll tracks open file descriptions, not fd numbers: `EPOLL_CTL_DEL` must run before the
 ///   fd is closed, or a duplicate of it keeps producing events.
-#[derive(Debug)]
-pub(crate) struct Epoll {
-    fd: OwnedFd,
+fn epoll_create() -> io::Result<OwnedFd> {
+    // SAFETY: `epoll_create1` takes no pointers; `EPOLL_CLOEXEC` is a valid flag.
+    let fd = cvt(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) })?;
+    // SAFETY: the kernel just returned `fd` as a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-impl Epoll {
-    /// Creates an epoll instance with `EPOLL_CLOEXEC`.
-    pub(crate) fn new() -> io::Result<Epoll> {
-        // SAFETY: `epoll_create1` takes no pointers; `EPOLL_CLOEXEC` is a valid flag.
-        let fd = cvt(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) })?;
-        // SAFETY: the kernel just returned `fd` as a new descriptor that nothing else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        Ok(Epoll { fd })
+fn epoll_ctl(
+    epoll: BorrowedFd<'_>,
+    op: libc::c_int,
+    fd: BorrowedFd<'_>,
+    token: u64,
+    interest: Interest,
+) -> io::Result<()> {
+    let mut flags = libc::EPOLLET | libc::EPOLLRDHUP;
+    if interest.readable {
+        flags |= libc::EPOLLIN;
     }
-
-    fn ctl(&self, op: libc::c_int, fd: RawFd, token: u64, interest: Interest) -> io::Result<()> {
-        let mut flags = libc::EPOLLET | libc::EPOLLRDHUP;
-        if interest.readable {
-            flags |= libc::EPOLLIN;
-        }
-        if interest.writable {
-            flags |= libc::EPOLLOUT;
-        }
-        // The flag constants are small positive `c_int`s, so the cast keeps every bit.
-        let mut event = libc::epoll_event {
-            events: flags as u32,
-            u64: token,
-        };
-        // SAFETY: `self.fd` is a live epoll fd; `event` is a valid, initialised `epoll_event`
-        // that outlives the call, and the kernel copies it before returning.
-        cvt(unsafe { libc::epoll_ctl(self.fd.as_raw_fd(), op, fd, &mut event) })?;
-        Ok(())
+    if interest.writable {
+        flags |= libc::EPOLLOUT;
     }
-
-    /// Registers `fd`, edge-triggered, with `EPOLLRDHUP` and `token` as its event data.
-    pub(crate) fn add(&self, fd: BorrowedFd<'_>, token: u64, interest: Interest) -> io::Result<()> {
-        self.ctl(libc::EPOLL_CTL_ADD, fd.as_raw_fd(), token, interest)
+    if interest.exclusive {
+        flags |= libc::EPOLLEXCLUSIVE;
     }
-
-    /// Removes `fd` from the interest list. Call it before closing `fd`.
-    pub(crate) fn delete(&self, fd: BorrowedFd<'_>) -> io::Result<()> {
-        // SAFETY: `self.fd` is a live epoll fd and `fd` is borrowed, so open; since Linux
-        // 2.6.9 the event pointer may be null for `EPOLL_CTL_DEL`.
-        cvt(unsafe {
-            libc::epoll_ctl(
-                self.fd.as_raw_fd(),
-                libc::EPOLL_CTL_DEL,
-                fd.as_raw_fd(),
-                std::ptr::null_mut(),
-            )
-        })?;
-        Ok(())
-    }
-
-    /// Waits for events until `deadline` (`None`: forever), filling `events`.
-    ///
-    /// `EINTR` is retried with the timeout recomputed from `deadline`, so a signal storm can
-    /// neither end the wait early with an error nor stretch it.
-    /// Each retry bumps `interrupted`.
-    /// `retry_eintr: false` is the known-bad variant that hands `EINTR` to the caller.
-    pub(crate) fn wait(
-        &self,
-        events: &mut Events,
-        deadline: Option<Instant>,
-        retry_eintr: bool,
-        interrupted: &mut u64,
-    ) -> io::Result<()> {
-        events.len = 0;
-        loop {
-            let timeout_ms: libc::c_int = match deadline {
-                None => -1,
-                Some(deadline) => {
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    // Round up, so a deadline 0.4 ms away does not busy-poll with timeout 0.
-                    let ms = left.as_nanos().div_ceil(1_000_000);
-                    ms.min(libc::c_int::MAX as u128) as libc::c_int
-                }
-            };
-            let capacity = events.buf.len().min(libc::c_int::MAX as usize) as libc::c_int;
-            // SAFETY: `self.fd` is a live epoll fd; `events.buf` holds `capacity` writable
-            // `epoll_event`s (`MaybeUninit`, so the kernel may write any bytes), and the kernel
-            // writes at most `capacity` of them.
-            let ret = unsafe {
-                libc::epoll_wait(
-                    self.fd.as_raw_fd(),
-                    events.buf.as_mut_ptr().cast::<libc::epoll_event>(),
-                    capacity,
-                    timeout_ms,
-                )
-            };
-            match cvt(ret) {
-                Ok(n) => {
-                    // `n` is between 0 and `capacity`.
-                    events.len = n as usize;
-                    return Ok(());
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted && retry_eintr => {
-                    *interrupted += 1;
-                    continue;
-                }
-                Err(e) => return Err(e),
-            }
-        }
-    }
+    // The flag constants are `c_int`s whose bits we keep as they are.
+    let mut event = libc::epoll_event {
+        events: flags as u32,
+        u64: token,
+    };
+    // SAFETY: `epoll` is a live epoll fd and `fd` is borrowed, so open; `event` is a valid,
+    // initialised `epoll_event` that outlives the call, and the kernel copies it before
+    // returning.
+    cvt(unsafe { libc::epoll_ctl(epoll.as_raw_fd(), op, fd.as_raw_fd(), &mut event) })?;
+    Ok(())
 }
 
-impl AsRawFd for Epoll {
-    fn as_raw_fd(&self) -> RawFd {
-        self.fd.as_raw_fd()
-    }
+fn epoll_delete(epoll: BorrowedFd<'_>, fd: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: `epoll` is a live epoll fd and `fd` is borrowed, so open; since Linux 2.6.9 the
+    // event pointer may be null for `EPOLL_CTL_DEL`.
+    cvt(unsafe {
+        libc::epoll_ctl(
+            epoll.as_raw_fd(),
+            libc::EPOLL_CTL_DEL,
+            fd.as_raw_fd(),
+            std::ptr::null_mut(),
+        )
+    })?;
+    Ok(())
+}
+
+/// One `epoll_wait` into `events`; `EINTR` is returned, not retried.
+fn epoll_wait(epoll: BorrowedFd<'_>, events: &mut Events, timeout_ms: i32) -> io::Result<()> {
+    events.len = 0;
+    let capacity = events.buf.len().min(libc::c_int::MAX as usize) as libc::c_int;
+    // SAFETY: `epoll` is a live epoll fd; `events.buf` holds `capacity` writable
+    // `epoll_event`s (`MaybeUninit`, so the kernel may write any bytes), and the kernel writes
+    // at most `capacity` of them.
+    let ret = unsafe {
+        libc::epoll_wait(
+            epoll.as_raw_fd(),
+            events.buf.as_mut_ptr().cast::<libc::epoll_event>(),
+            capacity,
+            timeout_ms,
+        )
+    };
+    // `n` is between 0 and `capacity`.
+    events.len = cvt(ret)? as usize;
+    Ok(())
 }
 
 /// A reusable buffer of epoll events.
-pub(crate) struct Events {
+pub struct Events {
     buf: Box<[MaybeUninit<libc::epoll_event>]>,
     len: usize,
 }
@@ -213,7 +141,7 @@ impl std::fmt::Debug for Events {
 
 impl Events {
     /// A buffer for up to `capacity` events per wait (at least one).
-    pub(crate) fn with_capacity(capacity: usize) -> Events {
+    fn with_capacity(capacity: usize) -> Events {
         let capacity = capacity.max(1);
         Events {
             buf: (0..capacity).map(|_| MaybeUninit::uninit()).collect(),
@@ -221,13 +149,8 @@ impl Events {
         }
     }
 
-    /// How many events the last wait returned.
-    pub(crate) fn len(&self) -> usize {
-        self.len
-    }
-
     /// The `i`th event of the last wait.
-    pub(crate) fn get(&self, i: usize) -> Event {
+    fn get(&self, i: usize) -> Event {
         assert!(i < self.len, "event index out of range");
         // SAFETY: the last `epoll_wait` initialised the first `self.len` entries, and `i` is
         // below `self.len` (checked above).
@@ -249,76 +172,52 @@ impl Events {
 // eventfd
 // ---------------------------------------------------------------------------------------------
 
-/// A non-blocking eventfd: the cross-thread wake-up of the loop.
+/// A non-blocking, close-on-exec eventfd with counter 0.
 ///
 /// # Notes
 ///
 /// - `eventfd(2)`: a write adds to a 64-bit counter, and a read returns the counter and resets
 ///   it to zero.
-/// - The loop must [`reset`](EventFd::reset) it *before* it drains the queues it guards, or a
-///   push that lands between the drain and the reset loses its wake-up.
 /// - A non-blocking write that would overflow the counter fails with `EAGAIN`; the counter is
-///   then non-zero, so the loop is already signalled and [`signal`](EventFd::signal) reports
-///   success.
-#[derive(Debug)]
-pub(crate) struct EventFd {
-    fd: OwnedFd,
+///   then non-zero, so the reader is already signalled.
+fn eventfd_create() -> io::Result<OwnedFd> {
+    // SAFETY: `eventfd` takes no pointers; the flags are valid.
+    let fd = cvt(unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) })?;
+    // SAFETY: the kernel just returned `fd` as a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-impl EventFd {
-    /// Creates a non-blocking, close-on-exec eventfd with counter 0.
-    pub(crate) fn new() -> io::Result<EventFd> {
-        // SAFETY: `eventfd` takes no pointers; the flags are valid.
-        let fd = cvt(unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) })?;
-        // SAFETY: the kernel just returned `fd` as a new descriptor that nothing else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        Ok(EventFd { fd })
-    }
-
-    /// Adds one to the counter, waking whoever waits on it.
-    pub(crate) fn signal(&self) -> io::Result<()> {
-        signal_raw(self.fd.as_raw_fd())
-    }
-
-    /// Reads and resets the counter; returns the count (0 if it was not signalled).
-    pub(crate) fn reset(&self) -> io::Result<u64> {
-        let mut value = 0u64;
-        loop {
-            // SAFETY: `self.fd` is a live eventfd and `value` is 8 writable bytes, the exact
-            // size an eventfd read needs.
-            let ret = unsafe {
-                libc::read(
-                    self.fd.as_raw_fd(),
-                    (&mut value as *mut u64).cast(),
-                    mem::size_of::<u64>(),
-                )
-            };
-            return match cvt_size(ret) {
-                Ok(_) => Ok(value),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => Err(e),
-            };
-        }
-    }
-
-    pub(crate) fn as_fd(&self) -> BorrowedFd<'_> {
-        use std::os::fd::AsFd;
-        self.fd.as_fd()
-    }
-}
-
-/// Writes `1u64` to the eventfd `fd`; `EAGAIN` (counter full) means "already signalled".
+/// One 8-byte write of `value` to the eventfd `fd`.
 ///
 /// Async-signal-safe: it only calls `write(2)`.
+fn eventfd_write_raw(fd: RawFd, value: u64) -> io::Result<()> {
+    // SAFETY: `value` is 8 readable bytes, the exact size an eventfd write needs; `fd` is an
+    // eventfd the caller keeps open for the duration of the call.
+    let ret = unsafe { libc::write(fd, (&value as *const u64).cast(), mem::size_of::<u64>()) };
+    cvt_size(ret).map(drop)
+}
+
+fn eventfd_read(fd: BorrowedFd<'_>) -> io::Result<u64> {
+    let mut value = 0u64;
+    // SAFETY: `fd` is a live eventfd and `value` is 8 writable bytes, the exact size an
+    // eventfd read needs.
+    let ret = unsafe {
+        libc::read(
+            fd.as_raw_fd(),
+            (&mut value as *mut u64).cast(),
+            mem::size_of::<u64>(),
+        )
+    };
+    cvt_size(ret)?;
+    Ok(value)
+}
+
+/// Writes `1u64` to the eventfd `fd`; `EAGAIN` (counter full) means "already signalled", and
+/// `EINTR` is retried. Async-signal-safe.
 fn signal_raw(fd: RawFd) -> io::Result<()> {
-    let one = 1u64;
     loop {
-        // SAFETY: `one` is 8 readable bytes, the exact size an eventfd write needs; `fd` is an
-        // eventfd the caller keeps open for the duration of the call.
-        let ret = unsafe { libc::write(fd, (&one as *const u64).cast(), mem::size_of::<u64>()) };
-        return match cvt_size(ret) {
-            Ok(_) => Ok(()),
+        return match eventfd_write_raw(fd, 1) {
+            Ok(()) => Ok(()),
             // The counter is at its maximum, so the reader is already signalled.
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -422,23 +321,20 @@ fn endpoint_from_storage(storage: &libc::sockaddr_storage, len: libc::socklen_t)
 
 /// `accept4(SOCK_NONBLOCK | SOCK_CLOEXEC)` on a listening socket.
 ///
-/// `EINTR` is retried; `EAGAIN` comes back as [`io::ErrorKind::WouldBlock`].
-pub(crate) fn accept(listener: BorrowedFd<'_>) -> io::Result<(OwnedFd, Endpoint)> {
+/// `EINTR` and `EAGAIN` come back as they are, for the caller to handle.
+fn accept(listener: BorrowedFd<'_>) -> io::Result<(OwnedFd, Endpoint)> {
     // SAFETY: `sockaddr_storage` is plain old data, valid when zeroed.
     let mut storage: libc::sockaddr_storage = unsafe { mem::zeroed() };
     let mut len = mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-    let fd = cvt_r(|| {
-        len = mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-        // SAFETY: `listener` is an open socket; `storage` has room for `len` bytes and `len`
-        // is a valid in/out pointer, both outliving the call.
-        unsafe {
-            libc::accept4(
-                listener.as_raw_fd(),
-                (&mut storage as *mut libc::sockaddr_storage).cast(),
-                &mut len,
-                libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-            )
-        }
+    // SAFETY: `listener` is an open socket; `storage` has room for `len` bytes and `len` is a
+    // valid in/out pointer, both outliving the call.
+    let fd = cvt(unsafe {
+        libc::accept4(
+            listener.as_raw_fd(),
+            (&mut storage as *mut libc::sockaddr_storage).cast(),
+            &mut len,
+            libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+        )
     })?;
     // SAFETY: the kernel just returned `fd` as a new descriptor that nothing else owns.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
@@ -446,13 +342,10 @@ pub(crate) fn accept(listener: BorrowedFd<'_>) -> io::Result<(OwnedFd, Endpoint)
 }
 
 /// `read(2)` into `buf`. `EAGAIN` comes back as [`io::ErrorKind::WouldBlock`].
-pub(crate) fn read(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
+fn read(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
     // SAFETY: `buf` is `buf.len()` writable bytes that outlive the call; `fd` is open.
     cvt_size(unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) })
 }
-
-/// The most slices one gathered write passes to the kernel (well below `IOV_MAX`, 1024).
-pub(crate) const MAX_IOV: usize = 64;
 
 /// A gathered write of `bufs`, in order: `writev(2)` semantics, issued as `sendmsg(2)` with
 /// `MSG_NOSIGNAL` so that writing to a reset peer fails with `EPIPE` instead of raising
@@ -460,7 +353,7 @@ pub(crate) const MAX_IOV: usize = 64;
 ///
 /// `EAGAIN` comes back as [`io::ErrorKind::WouldBlock`].
 /// May write fewer bytes than offered; the caller resumes from where it stopped.
-pub(crate) fn writev(fd: BorrowedFd<'_>, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+fn writev(fd: BorrowedFd<'_>, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
     // SAFETY: `msghdr` is plain old data, valid when zeroed (no name, no control data).
     let mut msg: libc::msghdr = unsafe { mem::zeroed() };
     // `IoSlice` is documented to be ABI-compatible with `iovec` on Unix; the kernel only reads
@@ -472,10 +365,35 @@ pub(crate) fn writev(fd: BorrowedFd<'_>, bufs: &[IoSlice<'_>]) -> io::Result<usi
     cvt_size(unsafe { libc::sendmsg(fd.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) })
 }
 
-/// Shuts down the write half: the peer reads EOF after the bytes already sent.
-pub(crate) fn shutdown_write(fd: BorrowedFd<'_>) -> io::Result<()> {
+/// `shutdown(2)`.
+fn shutdown(fd: BorrowedFd<'_>, how: Shutdown) -> io::Result<()> {
+    let how = match how {
+        Shutdown::Read => libc::SHUT_RD,
+        Shutdown::Write => libc::SHUT_WR,
+        Shutdown::Both => libc::SHUT_RDWR,
+    };
     // SAFETY: `shutdown` takes no pointers; `fd` is open.
-    cvt(unsafe { libc::shutdown(fd.as_raw_fd(), libc::SHUT_WR) })?;
+    cvt(unsafe { libc::shutdown(fd.as_raw_fd(), how) })?;
+    Ok(())
+}
+
+/// `SO_LINGER` on with a zero timeout: `close` then sends an RST.
+fn set_linger_zero(fd: BorrowedFd<'_>) -> io::Result<()> {
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: `linger` is a readable `struct linger` for the duration of the call and the
+    // length passed is its exact size; `fd` is open.
+    cvt(unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    })?;
     Ok(())
 }
 
@@ -521,7 +439,7 @@ fn getsockopt_int(
 }
 
 /// Sets `SO_SNDBUF` (the kernel doubles the value and applies a floor).
-pub(crate) fn set_send_buffer(fd: BorrowedFd<'_>, bytes: usize) -> io::Result<()> {
+fn set_send_buffer(fd: BorrowedFd<'_>, bytes: usize) -> io::Result<()> {
     setsockopt_int(
         fd,
         libc::SOL_SOCKET,
@@ -531,7 +449,7 @@ pub(crate) fn set_send_buffer(fd: BorrowedFd<'_>, bytes: usize) -> io::Result<()
 }
 
 /// Sets `SO_RCVBUF` (the kernel doubles the value and applies a floor).
-pub(crate) fn set_recv_buffer(fd: BorrowedFd<'_>, bytes: usize) -> io::Result<()> {
+fn set_recv_buffer(fd: BorrowedFd<'_>, bytes: usize) -> io::Result<()> {
     setsockopt_int(
         fd,
         libc::SOL_SOCKET,
@@ -541,13 +459,13 @@ pub(crate) fn set_recv_buffer(fd: BorrowedFd<'_>, bytes: usize) -> io::Result<()
 }
 
 /// Sets `TCP_NODELAY` (TCP sockets only).
-pub(crate) fn set_nodelay(fd: BorrowedFd<'_>) -> io::Result<()> {
+fn set_nodelay(fd: BorrowedFd<'_>) -> io::Result<()> {
     setsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_NODELAY, 1)
 }
 
 /// Reads and clears `SO_ERROR`: the outcome of a non-blocking connect, or the error behind an
 /// `EPOLLERR`.
-pub(crate) fn take_error(fd: BorrowedFd<'_>) -> io::Result<Option<io::Error>> {
+fn take_error(fd: BorrowedFd<'_>) -> io::Result<Option<io::Error>> {
     let code = getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_ERROR)?;
     Ok((code != 0).then(|| io::Error::from_raw_os_error(code)))
 }
@@ -571,7 +489,7 @@ fn stream_socket(family: libc::c_int) -> io::Result<OwnedFd> {
 /// Returns the socket and whether the connect is still in progress (`EINPROGRESS`); an
 /// in-progress connect completes when the socket turns writable, and [`take_error`] then tells
 /// whether it worked.
-pub(crate) fn connect(target: &Endpoint) -> io::Result<(OwnedFd, bool)> {
+fn connect(target: &Endpoint) -> io::Result<(OwnedFd, bool)> {
     // SAFETY: `sockaddr_storage` is plain old data, valid when zeroed.
     let mut storage: libc::sockaddr_storage = unsafe { mem::zeroed() };
     let (family, len) = match target {
@@ -660,7 +578,7 @@ pub(crate) fn connect(target: &Endpoint) -> io::Result<(OwnedFd, bool)> {
 /// The eventfd the termination-signal handler writes to (-1: none).
 static SIGNAL_WAKE_FD: AtomicI32 = AtomicI32::new(-1);
 /// Set by the termination-signal handler before it writes [`SIGNAL_WAKE_FD`].
-pub(crate) static TERMINATION_REQUESTED: AtomicBool = AtomicBool::new(false);
+static TERMINATION_REQUESTED: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn on_termination_signal(_signal: libc::c_int) {
     // Only async-signal-safe work here: two atomics and one `write(2)`.
@@ -695,8 +613,8 @@ fn install_handler(signal: libc::c_int, handler: extern "C" fn(libc::c_int)) -> 
 /// life of the process): a signal can arrive at any moment, even while the loop that owns
 /// `wake` is being dropped, and a closed fd number could by then name an unrelated file.
 /// A duplicate left over from an earlier call stays open for the same reason.
-pub(crate) fn install_termination_handler(wake: &EventFd) -> io::Result<()> {
-    let dup = wake.fd.try_clone()?;
+fn install_termination_handler(wake: &OwnedFd) -> io::Result<()> {
+    let dup = wake.try_clone()?;
     // A fresh loop starts without a pending request from an earlier loop's signal.
     TERMINATION_REQUESTED.store(false, Ordering::Release);
     // Intentionally leaked: see above.
@@ -774,6 +692,40 @@ pub(crate) fn is_reset(err: &io::Error) -> bool {
     )
 }
 
+/// errno values, so that no module but this one names `libc`.
+pub(crate) mod errno {
+    #![allow(missing_docs)]
+    pub const EPERM: i32 = libc::EPERM;
+    pub const EINTR: i32 = libc::EINTR;
+    pub const EBADF: i32 = libc::EBADF;
+    pub const EAGAIN: i32 = libc::EAGAIN;
+    pub const ENOMEM: i32 = libc::ENOMEM;
+    pub const EEXIST: i32 = libc::EEXIST;
+    pub const ENOENT: i32 = libc::ENOENT;
+    pub const EINVAL: i32 = libc::EINVAL;
+    pub const ENFILE: i32 = libc::ENFILE;
+    pub const EMFILE: i32 = libc::EMFILE;
+    pub const EPIPE: i32 = libc::EPIPE;
+    pub const ENOTSOCK: i32 = libc::ENOTSOCK;
+    pub const EPROTO: i32 = libc::EPROTO;
+    pub const EOPNOTSUPP: i32 = libc::EOPNOTSUPP;
+    pub const EADDRINUSE: i32 = libc::EADDRINUSE;
+    pub const ENOBUFS: i32 = libc::ENOBUFS;
+    pub const ECONNABORTED: i32 = libc::ECONNABORTED;
+    pub const ECONNRESET: i32 = libc::ECONNRESET;
+    pub const EISCONN: i32 = libc::EISCONN;
+    pub const ENOTCONN: i32 = libc::ENOTCONN;
+    pub const ETIMEDOUT: i32 = libc::ETIMEDOUT;
+    pub const ECONNREFUSED: i32 = libc::ECONNREFUSED;
+    pub const EALREADY: i32 = libc::EALREADY;
+    pub const EINPROGRESS: i32 = libc::EINPROGRESS;
+}
+
+/// Whether `err` is a passing shortage of kernel memory.
+pub(crate) fn is_memory_shortage(err: &io::Error) -> bool {
+    matches!(err.raw_os_error(), Some(libc::ENOBUFS) | Some(libc::ENOMEM))
+}
+
 /// Errors `accept` may return for a connection that died in the backlog; the listener is fine.
 pub(crate) fn is_transient_accept_error(err: &io::Error) -> bool {
     matches!(
@@ -791,87 +743,245 @@ pub(crate) fn is_transient_accept_error(err: &io::Error) -> bool {
     )
 }
 
+// ---------------------------------------------------------------------------------------------
+// The `Os` implementation
+// ---------------------------------------------------------------------------------------------
+
+impl Os for Linux {
+    type Fd = OwnedFd;
+    type Events = Events;
+
+    fn raw(fd: &OwnedFd) -> i32 {
+        fd.as_raw_fd()
+    }
+
+    fn borrow_fd(fd: &OwnedFd) -> Option<BorrowedFd<'_>> {
+        Some(fd.as_fd())
+    }
+
+    fn epoll_create(&self) -> io::Result<OwnedFd> {
+        epoll_create()
+    }
+
+    fn epoll_add(
+        &self,
+        epoll: &OwnedFd,
+        fd: &OwnedFd,
+        token: u64,
+        interest: Interest,
+    ) -> io::Result<()> {
+        epoll_ctl(
+            epoll.as_fd(),
+            libc::EPOLL_CTL_ADD,
+            fd.as_fd(),
+            token,
+            interest,
+        )
+    }
+
+    fn epoll_modify(
+        &self,
+        epoll: &OwnedFd,
+        fd: &OwnedFd,
+        token: u64,
+        interest: Interest,
+    ) -> io::Result<()> {
+        epoll_ctl(
+            epoll.as_fd(),
+            libc::EPOLL_CTL_MOD,
+            fd.as_fd(),
+            token,
+            interest,
+        )
+    }
+
+    fn epoll_delete(&self, epoll: &OwnedFd, fd: &OwnedFd) -> io::Result<()> {
+        epoll_delete(epoll.as_fd(), fd.as_fd())
+    }
+
+    fn events(&self, capacity: usize) -> Events {
+        Events::with_capacity(capacity)
+    }
+
+    fn event_count(events: &Events) -> usize {
+        events.len
+    }
+
+    fn event(events: &Events, i: usize) -> Event {
+        events.get(i)
+    }
+
+    fn epoll_wait(&self, epoll: &OwnedFd, events: &mut Events, timeout_ms: i32) -> io::Result<()> {
+        epoll_wait(epoll.as_fd(), events, timeout_ms)
+    }
+
+    fn eventfd(&self) -> io::Result<OwnedFd> {
+        eventfd_create()
+    }
+
+    fn eventfd_write(&self, fd: &OwnedFd, value: u64) -> io::Result<()> {
+        eventfd_write_raw(fd.as_raw_fd(), value)
+    }
+
+    fn eventfd_read(&self, fd: &OwnedFd) -> io::Result<u64> {
+        eventfd_read(fd.as_fd())
+    }
+
+    fn listen(&self, at: &Endpoint, _backlog: u32) -> io::Result<(OwnedFd, Endpoint)> {
+        // std's listeners set `SO_REUSEADDR` (TCP) and use a backlog of 128; the loop asks for
+        // nothing else.
+        match at {
+            Endpoint::Tcp(addr) => {
+                let listener = std::net::TcpListener::bind(addr)?;
+                listener.set_nonblocking(true)?;
+                let local = listener.local_addr()?;
+                Ok((OwnedFd::from(listener), Endpoint::Tcp(local)))
+            }
+            Endpoint::Unix(Some(path)) => {
+                let listener = std::os::unix::net::UnixListener::bind(path)?;
+                listener.set_nonblocking(true)?;
+                Ok((OwnedFd::from(listener), Endpoint::Unix(Some(path.clone()))))
+            }
+            Endpoint::Unix(None) => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "cannot listen on an unnamed unix socket",
+            )),
+        }
+    }
+
+    fn accept(&self, listener: &OwnedFd) -> io::Result<(OwnedFd, Endpoint)> {
+        accept(listener.as_fd())
+    }
+
+    fn connect(&self, target: &Endpoint) -> io::Result<(OwnedFd, bool)> {
+        connect(target)
+    }
+
+    fn read(&self, fd: &OwnedFd, buf: &mut [u8]) -> io::Result<usize> {
+        read(fd.as_fd(), buf)
+    }
+
+    fn writev(&self, fd: &OwnedFd, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        writev(fd.as_fd(), bufs)
+    }
+
+    fn shutdown(&self, fd: &OwnedFd, how: Shutdown) -> io::Result<()> {
+        shutdown(fd.as_fd(), how)
+    }
+
+    fn take_error(&self, fd: &OwnedFd) -> io::Result<Option<io::Error>> {
+        take_error(fd.as_fd())
+    }
+
+    fn set_send_buffer(&self, fd: &OwnedFd, bytes: usize) -> io::Result<()> {
+        set_send_buffer(fd.as_fd(), bytes)
+    }
+
+    fn set_recv_buffer(&self, fd: &OwnedFd, bytes: usize) -> io::Result<()> {
+        set_recv_buffer(fd.as_fd(), bytes)
+    }
+
+    fn set_nodelay(&self, fd: &OwnedFd) -> io::Result<()> {
+        set_nodelay(fd.as_fd())
+    }
+
+    fn set_linger_zero(&self, fd: &OwnedFd) -> io::Result<()> {
+        set_linger_zero(fd.as_fd())
+    }
+
+    fn dup(&self, fd: &OwnedFd) -> io::Result<OwnedFd> {
+        // `try_clone` is `fcntl(F_DUPFD_CLOEXEC)`.
+        fd.try_clone()
+    }
+
+    fn open_spare(&self) -> io::Result<OwnedFd> {
+        Ok(OwnedFd::from(std::fs::File::open("/dev/null")?))
+    }
+
+    fn path_identity(&self, path: &Path) -> Option<u64> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::symlink_metadata(path).ok()?;
+        // Device and inode name the file; the inode changes when a newer server rebinds.
+        Some(meta.dev().rotate_left(32) ^ meta.ino())
+    }
+
+    fn remove_path(&self, path: &Path) -> io::Result<()> {
+        std::fs::remove_file(path)
+    }
+
+    fn install_termination_handler(&self, wake: &OwnedFd) -> io::Result<()> {
+        install_termination_handler(wake)
+    }
+
+    fn termination_requested(&self) -> bool {
+        // Acquire pairs with the handler's Release store, made before it wrote the eventfd.
+        TERMINATION_REQUESTED.load(Ordering::Acquire)
+    }
+
+    fn now(&self) -> Instant {
+        Instant::now()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// Adds `value` to the eventfd's counter with one raw write.
-    fn add(fd: &EventFd, value: u64) -> io::Result<usize> {
-        // SAFETY: `value` is 8 readable bytes, the size an eventfd write needs; `fd` is open.
-        cvt_size(unsafe {
-            libc::write(
-                fd.fd.as_raw_fd(),
-                (&value as *const u64).cast(),
-                mem::size_of::<u64>(),
-            )
-        })
-    }
-
     #[test]
-    fn signal_on_a_full_eventfd_counter_counts_as_already_signalled() {
-        let fd = EventFd::new().unwrap();
+    fn an_eventfd_write_that_would_overflow_fails_with_eagain_and_signal_treats_it_as_signalled() {
+        let os = Linux;
+        let fd = os.eventfd().unwrap();
         // The counter's maximum is u64::MAX - 1.
-        add(&fd, u64::MAX - 1).unwrap();
+        os.eventfd_write(&fd, u64::MAX - 1).unwrap();
         // The situation is real: a plain write of 1 now fails with EAGAIN...
-        let raw = add(&fd, 1).unwrap_err();
+        let raw = os.eventfd_write(&fd, 1).unwrap_err();
         assert_eq!(raw.kind(), io::ErrorKind::WouldBlock);
-        // ...and `signal` treats it as "already signalled" instead of an error.
-        fd.signal().unwrap();
+        // ...and `signal_raw` treats it as "already signalled" instead of an error.
+        signal_raw(fd.as_raw_fd()).unwrap();
         assert_eq!(
-            fd.reset().unwrap(),
+            os.eventfd_read(&fd).unwrap(),
             u64::MAX - 1,
             "the wake-up is still pending"
         );
-        assert_eq!(fd.reset().unwrap(), 0, "and reset consumed it");
+        let empty = os.eventfd_read(&fd).unwrap_err();
+        assert_eq!(
+            empty.kind(),
+            io::ErrorKind::WouldBlock,
+            "and the read consumed it"
+        );
     }
 
     #[test]
-    fn reset_returns_the_count_and_zeroes_it() {
-        let fd = EventFd::new().unwrap();
+    fn an_eventfd_read_returns_the_count_and_zeroes_it() {
+        let os = Linux;
+        let fd = os.eventfd().unwrap();
         assert_eq!(
-            fd.reset().unwrap(),
-            0,
-            "an unsignalled eventfd reads as 0 without blocking"
+            os.eventfd_read(&fd).unwrap_err().kind(),
+            io::ErrorKind::WouldBlock,
+            "an unsignalled eventfd does not block"
         );
-        fd.signal().unwrap();
-        fd.signal().unwrap();
-        assert_eq!(fd.reset().unwrap(), 2);
-        assert_eq!(fd.reset().unwrap(), 0);
+        signal_raw(fd.as_raw_fd()).unwrap();
+        signal_raw(fd.as_raw_fd()).unwrap();
+        assert_eq!(os.eventfd_read(&fd).unwrap(), 2);
     }
 
     #[test]
     fn epoll_reports_an_eventfd_edge_once_per_signal() {
-        let epoll = Epoll::new().unwrap();
-        let fd = EventFd::new().unwrap();
-        epoll
-            .add(
-                fd.as_fd(),
-                7,
-                Interest {
-                    readable: true,
-                    writable: false,
-                },
-            )
-            .unwrap();
-        let mut events = Events::with_capacity(4);
-        let mut interrupted = 0;
-        let now = Some(Instant::now());
-        epoll
-            .wait(&mut events, now, true, &mut interrupted)
-            .unwrap();
-        assert_eq!(events.len(), 0);
-        fd.signal().unwrap();
-        epoll
-            .wait(&mut events, now, true, &mut interrupted)
-            .unwrap();
-        assert_eq!(events.len(), 1);
-        assert_eq!(events.get(0).token, 7);
-        assert!(events.get(0).readable);
+        let os = Linux;
+        let epoll = os.epoll_create().unwrap();
+        let fd = os.eventfd().unwrap();
+        os.epoll_add(&epoll, &fd, 7, Interest::READABLE).unwrap();
+        let mut events = os.events(4);
+        os.epoll_wait(&epoll, &mut events, 0).unwrap();
+        assert_eq!(Linux::event_count(&events), 0);
+        signal_raw(fd.as_raw_fd()).unwrap();
+        os.epoll_wait(&epoll, &mut events, 0).unwrap();
+        assert_eq!(Linux::event_count(&events), 1);
+        assert_eq!(Linux::event(&events, 0).token, 7);
+        assert!(Linux::event(&events, 0).readable);
         // Edge-triggered: no new edge until the next signal, even though it was not reset.
-        epoll
-            .wait(&mut events, now, true, &mut interrupted)
-            .unwrap();
-        assert_eq!(events.len(), 0);
+        os.epoll_wait(&epoll, &mut events, 0).unwrap();
+        assert_eq!(Linux::event_count(&events), 0);
     }
 
     #[test]
@@ -879,7 +989,6 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         // A blocking listener: accept4 waits for the client, which is already connected.
         let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        use std::os::fd::AsFd;
         let (_fd, peer) = accept(listener.as_fd()).unwrap();
         assert_eq!(peer, Endpoint::Tcp(client.local_addr().unwrap()));
     }

@@ -4,7 +4,7 @@
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -83,9 +83,12 @@ where
     F::Message: Clone + PartialEq,
 {
     fn on_connect(&mut self, conn: &Conn<'_, F>) {
-        let dup = self
-            .dup_fds
-            .then(|| conn.as_fd().try_clone_to_owned().expect("dup"));
+        let dup = self.dup_fds.then(|| {
+            conn.socket()
+                .expect("a real socket")
+                .try_clone_to_owned()
+                .expect("dup")
+        });
         // Ignored: the test may have stopped listening.
         let _ = self.tx.send(Event::Connected {
             id: conn.id(),

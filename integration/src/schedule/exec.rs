@@ -678,7 +678,7 @@ where
         max_frame_len: MAX_FRAME,
         read_chunk: schedule.tuning.read_chunk as usize,
         high_watermark: schedule.tuning.high_watermark as usize,
-        low_watermark: schedule.tuning.high_watermark as usize / 4,
+        low_watermark: (schedule.tuning.high_watermark as usize / 4).max(1),
         fairness_budget: schedule.tuning.fairness_budget as usize,
         idle_timeout: None,
         // Generous bounds: a passing run never reaches them (clients read everything and close
