@@ -196,14 +196,15 @@ fn cross_thread_sends_are_accounted_exactly_once_while_connections_close() {
 
 /// Per connection: bytes accepted by `send`, bytes the peer read, and `unsent_bytes`.
 fn accepted_read_unsent(known_bad: KnownBad) -> Vec<(usize, usize, usize)> {
-    // Peers that stop reading: the loop's close cannot flush within its linger bound, so the
-    // rest is counted as unsent. The kernel still delivers what the loop did write (a close
-    // with an empty receive queue is a FIN, not an RST), so peer bytes + unsent = accepted.
+    // Peers that stop reading: the loop's close makes no write progress for its idle timeout,
+    // so the rest is counted as unsent. The kernel still delivers what the loop did write (a
+    // close with an empty receive queue is a FIN, not an RST), so peer bytes + unsent =
+    // accepted.
     let cfg = Config {
         send_buffer_size: Some(4096),
         high_watermark: 256 * 1024,
         low_watermark: 64 * 1024,
-        close_linger: std::time::Duration::from_millis(100),
+        idle_timeout: Some(std::time::Duration::from_millis(100)),
         known_bad,
         ..Config::default()
     };
@@ -267,7 +268,7 @@ fn accepted_read_unsent(known_bad: KnownBad) -> Vec<(usize, usize, usize)> {
     let mut out = Vec::new();
     for (c, stream) in streams.iter().enumerate() {
         let (bytes, eof) = read_to_eof(stream, PATIENCE);
-        assert!(eof, "conn {c}: closed after the linger bound");
+        assert!(eof, "conn {c}: closed after the idle timeout");
         out.push((ok_bytes[c], bytes.len(), disconnects[&ids[c]].unsent_bytes));
     }
     running.stop().expect("run");
@@ -308,12 +309,13 @@ fn a_handle_to_a_connection_closed_over_its_watermark_answers_closed_not_full() 
         send_buffer_size: Some(4096),
         high_watermark: 8 * 1024,
         low_watermark: 2 * 1024,
-        close_linger: std::time::Duration::from_millis(50),
+        idle_timeout: Some(std::time::Duration::from_millis(50)),
         ..Config::default()
     };
     let (mut handler, rx) = Recorder::<Lines>::new(false);
     // On "bye", queue far more output than the kernel can absorb for a peer that never reads,
-    // then close: the close cannot flush, so the connection dies over its watermark.
+    // then close: the close makes no write progress for the idle timeout, so the connection
+    // dies over its watermark.
     handler.on_msg = Some(Box::new(|conn, msg: &String| {
         if msg == "bye" {
             for _ in 0..16 {

@@ -227,6 +227,7 @@ fn frames_through_tiny_sndbuf(known_bad: KnownBad, wait: Duration) -> (usize, u6
         send_buffer_size: Some(4096),
         // A stuck known-bad variant cannot flush; do not wait long for it at shutdown.
         close_linger: Duration::from_millis(200),
+        shutdown_timeout: Duration::from_millis(200),
         ..config(known_bad)
     };
     let server = Server::bind("127.0.0.1:0", framing.clone(), cfg).unwrap();
@@ -936,7 +937,21 @@ fn backpressure_returns_full_and_pauses_reading_until_output_drains() {
     // Now read everything: every accepted message arrives, then sending works again.
     let got = read_lines(&stream, accepted, PATIENCE);
     assert_eq!(got.len(), accepted);
-    handle.send("after drain".to_string()).unwrap();
+    // The loop credits the budget right after each write call returns, but this thread can
+    // read those bytes before the loop thread runs again; within a bounded wait the credit
+    // lands and the send is taken.
+    let started = std::time::Instant::now();
+    let mut msg = "after drain".to_string();
+    loop {
+        match handle.send(msg) {
+            Ok(()) => break,
+            Err(SendError::Full(back)) if started.elapsed() < PATIENCE => {
+                msg = back;
+                std::thread::yield_now();
+            }
+            Err(other) => panic!("a drained connection refused a send: {other}"),
+        }
+    }
     assert_eq!(read_lines(&stream, 1, PATIENCE), ["after drain"]);
     drop(stream);
     running.stop().expect("run");

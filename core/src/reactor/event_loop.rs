@@ -30,6 +30,9 @@ const INPUT_KEEP: usize = 64 * 1024;
 const LISTEN_BACKLOG: u32 = 128;
 /// How long after a transient accept failure (`ENOBUFS`, `ENOMEM`) the loop tries again.
 const ACCEPT_RETRY_DELAY: Duration = Duration::from_millis(10);
+/// Stale timer entries tolerated beyond twice the live connections before the heap is
+/// compacted.
+const TIMER_SLACK: usize = 64;
 
 struct Listener<O: Os> {
     fd: O::Fd,
@@ -104,15 +107,18 @@ enum Phase {
     Connecting { target: Endpoint, since: Instant },
     /// Reading and writing.
     Open,
-    /// Closing: writing what is left, reading nothing.
+    /// Closing: writing what is left, reading nothing. Bounded by the shutdown deadline (if
+    /// the loop is shutting down) and by the idle timeout, which counts from the last write
+    /// progress: a peer that keeps reading, however slowly, gets everything.
     Flushing {
         reason: DisconnectReason,
-        deadline: Instant,
+        deadline: Option<Instant>,
     },
-    /// Closing: output flushed and write half shut down; discarding input until the peer's FIN.
+    /// Closing: output flushed and write half shut down; discarding input until the peer's FIN,
+    /// for at most `close_linger` (`None`: a linger too long to add to the clock).
     Lingering {
         reason: DisconnectReason,
-        deadline: Instant,
+        deadline: Option<Instant>,
     },
 }
 
@@ -136,6 +142,9 @@ struct Core<F, O: Os> {
     write_blocked: bool,
     /// Set by [`Conn::close`].
     close_requested: bool,
+    /// Delivery stopped with the output over the high watermark; `input` may hold whole
+    /// frames, delivered before anything more is read.
+    stalled: bool,
     /// The send queue is closed and its items moved to `out`.
     queue_closed: bool,
     last_active: Instant,
@@ -238,6 +247,9 @@ pub struct Server<F: Framing + Clone, O: Os = Linux> {
     accept_retry: bool,
     /// When to retry accepting after a transient failure left clients in the backlog.
     accept_retry_at: Option<Instant>,
+    /// A graceful shutdown is under way.
+    shutting_down: bool,
+    /// When it gives up flushing (`None`: a timeout too long to add to the clock).
     shutdown_deadline: Option<Instant>,
     signals_installed: bool,
     wake_hook: Option<Box<dyn FnMut() + Send>>,
@@ -304,14 +316,23 @@ fn view<'a, F, O: Os>(
 
 /// Decodes and delivers whole messages from the front of `bytes`; returns the bytes consumed.
 ///
-/// Stops at an incomplete frame or when the handler closes the connection.
+/// Stops at an incomplete frame, when the handler closes the connection, or when the
+/// connection's output buffer is over `high` (the high watermark), so a handler that sends
+/// more than it receives is bounded too: by the watermark plus one message's replies.
 fn deliver<F: Framing, H: Handler<F>>(
     bytes: &[u8],
     conn: &Conn<'_, F>,
     handler: &mut H,
+    high: usize,
 ) -> Result<usize, FrameError> {
     let mut used = 0;
-    while used < bytes.len() && !*conn.inner.borrow().close_requested {
+    while used < bytes.len() {
+        {
+            let inner = conn.inner.borrow();
+            if *inner.close_requested || inner.out.len() > high {
+                break;
+            }
+        }
         let decoded = conn.inner.borrow_mut().framing.decode(&bytes[used..])?;
         match decoded {
             Decoded::Message(msg, n) => {
@@ -426,6 +447,7 @@ impl<F: Framing + Clone, O: Os> Server<F, O> {
             accept_paused: false,
             accept_retry: false,
             accept_retry_at: None,
+            shutting_down: false,
             shutdown_deadline: None,
             signals_installed: false,
             wake_hook: None,
@@ -592,11 +614,11 @@ impl<F: Framing + Clone, O: Os> Server<F, O> {
     fn run_turns<H: Handler<F>>(&mut self, handler: &mut H) -> io::Result<()> {
         loop {
             let now = self.os.now();
-            if let Some(deadline) = self.shutdown_deadline {
+            if self.shutting_down {
                 if self.live == 0 {
                     return Ok(());
                 }
-                if now >= deadline {
+                if self.shutdown_deadline.is_some_and(|deadline| now >= deadline) {
                     // The flush bound is over: close what is left, counting what it did not send.
                     for id in self.live_ids() {
                         self.abandon(id, handler);
@@ -616,6 +638,8 @@ impl<F: Framing + Clone, O: Os> Server<F, O> {
                 .flatten()
                 .min()
             };
+            // Relaxed: a gauge for reporting; it orders nothing.
+            (self.shared.stats.timer_entries).store(self.timers.len() as u64, Ordering::Relaxed);
             self.wait(deadline)?;
             bump(&self.shared.stats.turns);
 
@@ -771,7 +795,7 @@ impl<F: Framing + Clone, O: Os> Server<F, O> {
     // -----------------------------------------------------------------------------------------
 
     fn accept_all<H: Handler<F>>(&mut self, index: usize, handler: &mut H) {
-        if self.shutdown_deadline.is_some() || index >= self.listeners.len() {
+        if self.shutting_down || index >= self.listeners.len() {
             return;
         }
         loop {
@@ -861,7 +885,7 @@ impl<F: Framing + Clone, O: Os> Server<F, O> {
     }
 
     fn start_connect<H: Handler<F>>(&mut self, target: Endpoint, handler: &mut H) {
-        if self.shutdown_deadline.is_some() {
+        if self.shutting_down {
             handler.on_connect_failed(&target, shutting_down_error());
             return;
         }
@@ -986,6 +1010,7 @@ impl<F: Framing + Clone, O: Os> Server<F, O> {
                 on_ready_list: false,
                 write_blocked: false,
                 close_requested: false,
+                stalled: false,
                 queue_closed: false,
                 last_active: self.os.now(),
                 timer_at: None,
@@ -1028,11 +1053,27 @@ impl<F: Framing + Clone, O: Os> Server<F, O> {
         };
         let id = conn.core.id;
         if let Phase::Connecting { .. } = conn.core.phase {
-            if event.writable || event.error || event.hup {
-                self.complete_connect(id, handler);
+            if !(event.writable || event.error || event.hup) {
+                return;
             }
-            return;
+            self.complete_connect(id, handler);
+            if self.config.known_bad == KnownBad::ConnectSkipsRead {
+                // KNOWN-BAD: bytes reported by this same event wait for an edge that never comes.
+                return;
+            }
+            // One event can carry the completion and data (or a FIN) already queued behind it;
+            // under EPOLLET no new edge comes for those bytes, so act on the rest of the event
+            // now (EPOLL-NOTES 17).
+            if !self
+                .conn_mut(id)
+                .is_some_and(|c| matches!(c.core.phase, Phase::Open))
+            {
+                return;
+            }
         }
+        let Some(conn) = self.conn_mut(id) else {
+            return;
+        };
         if event.error {
             match os.take_error(&conn.core.fd) {
                 Ok(Some(e)) => return self.finish(id, Some(error_reason(e)), handler),
@@ -1137,12 +1178,36 @@ impl<F: Framing + Clone, O: Os> Server<F, O> {
         };
         let Connection { input, core } = conn;
         let mut budget_used = 0;
+        let high = if config.known_bad == KnownBad::WatermarkBetweenPasses {
+            // KNOWN-BAD: the watermark is only looked at after the whole pass.
+            usize::MAX
+        } else {
+            config.high_watermark
+        };
         loop {
             if core.close_requested {
                 return ReadEnd::Close(DisconnectReason::Closed, true);
             }
             if core.paused {
                 return ReadEnd::Drained;
+            }
+            // Bytes read earlier but not delivered while the output was over the watermark.
+            if core.stalled {
+                core.stalled = false;
+                let conn_view = view(core, proto, shared);
+                let used = deliver(input.pending(), &conn_view, handler, high);
+                match used {
+                    Ok(used) => input.consume(used),
+                    Err(e) => return ReadEnd::Close(DisconnectReason::Framing(e), true),
+                }
+                if core.close_requested {
+                    return ReadEnd::Close(DisconnectReason::Closed, true);
+                }
+                if core.out.len() > high {
+                    core.stalled = true;
+                    // after_io flushes and pauses; served again without an edge if not paused.
+                    return ReadEnd::Budget;
+                }
             }
             bump(&shared.stats.read_calls);
             let n = match os.read(&core.fd, scratch) {
@@ -1172,18 +1237,26 @@ impl<F: Framing + Clone, O: Os> Server<F, O> {
             let conn_view = view(core, proto, shared);
             let delivered = if input.len() == 0 {
                 // The common case: decode straight from the scratch buffer, keep only a tail.
-                deliver(&scratch[..n], &conn_view, handler).map(|used| {
+                deliver(&scratch[..n], &conn_view, handler, high).map(|used| {
                     input.append(&scratch[used..n]);
                 })
             } else {
                 input.append(&scratch[..n]);
-                deliver(input.pending(), &conn_view, handler).map(|used| input.consume(used))
+                deliver(input.pending(), &conn_view, handler, high)
+                    .map(|used| input.consume(used))
             };
             if let Err(e) = delivered {
                 return ReadEnd::Close(DisconnectReason::Framing(e), true);
             }
             if core.close_requested {
                 return ReadEnd::Close(DisconnectReason::Closed, true);
+            }
+            if core.out.len() > high {
+                // Over the watermark within the pass: stop reading now (after_io flushes and
+                // pauses). What was read and not delivered waits in `input`, whole frames
+                // included, so the frame-length bound below does not apply to it.
+                core.stalled = true;
+                return ReadEnd::Budget;
             }
             if input.len() > *max_input {
                 let e = FrameError::TooLong {
@@ -1282,8 +1355,20 @@ impl<F: Framing + Clone, O: Os> Server<F, O> {
         if core.out.is_empty() || core.write_blocked {
             return Ok(());
         }
-        let fd = &core.fd;
-        let report = core.out.write_to(|bufs| os.writev(fd, bufs), drop_rest);
+        let (fd, pending) = (&core.fd, &core.shared.pending);
+        let report = core.out.write_to(
+            |bufs| {
+                let written = os.writev(fd, bufs)?;
+                if !drop_rest {
+                    // Credit the budget per call, not when the whole flush returns: a peer can
+                    // read these bytes, and its sender try again, before the flush is over.
+                    // Relaxed: the budget is advisory.
+                    pending.fetch_sub(written, Ordering::Relaxed);
+                }
+                Ok(written)
+            },
+            drop_rest,
+        );
         let report = report?;
         if report.written > 0 {
             core.last_active = os.now();
@@ -1291,11 +1376,6 @@ impl<F: Framing + Clone, O: Os> Server<F, O> {
         if drop_rest {
             // The bad variant also forgets the dropped bytes in the budget.
             core.shared.pending.store(core.out.len(), Ordering::Relaxed);
-        } else {
-            // Relaxed: the budget is advisory.
-            core.shared
-                .pending
-                .fetch_sub(report.written, Ordering::Relaxed);
         }
         core.write_blocked = report.blocked;
         let stats = &self.shared.stats;
@@ -1315,9 +1395,9 @@ impl<F: Framing + Clone, O: Os> Server<F, O> {
         reason: DisconnectReason,
         handler: &mut H,
     ) {
-        let linger = self.config.close_linger;
+        let known_bad = self.config.known_bad;
+        let linger_deadline = self.os.now().checked_add(self.config.close_linger);
         let shutdown_deadline = self.shutdown_deadline;
-        let now = self.os.now();
         let Some(conn) = self.conn_mut(id) else {
             return;
         };
@@ -1325,9 +1405,12 @@ impl<F: Framing + Clone, O: Os> Server<F, O> {
         if !matches!(core.phase, Phase::Open) {
             return;
         }
-        let mut deadline = now + linger;
-        if let Some(at) = shutdown_deadline {
-            deadline = deadline.min(at);
+        // The flush is bounded by write progress (the idle timeout), not by `close_linger`: a
+        // reading peer slower than the linger must still get everything.
+        let mut deadline = shutdown_deadline;
+        if known_bad == KnownBad::LingerCutsFlush {
+            // KNOWN-BAD: a slow reader's reply is cut short after `close_linger`.
+            deadline = earliest(deadline, linger_deadline);
         }
         core.phase = Phase::Flushing { reason, deadline };
         // No more sends: whatever was queued before this point is still delivered.
@@ -1344,14 +1427,16 @@ impl<F: Framing + Clone, O: Os> Server<F, O> {
     /// and wait (bounded) for its FIN.
     fn after_flushed<H: Handler<F>>(&mut self, id: ConnId, handler: &mut H) {
         let os = self.os.clone();
+        let linger_deadline = os.now().checked_add(self.config.close_linger);
+        let shutdown_deadline = self.shutdown_deadline;
         let Some(conn) = self.conn_mut(id) else {
             return;
         };
         let core = &mut conn.core;
-        let Phase::Flushing { reason, deadline } = std::mem::replace(&mut core.phase, Phase::Open)
-        else {
+        let Phase::Flushing { reason, .. } = std::mem::replace(&mut core.phase, Phase::Open) else {
             return;
         };
+        let deadline = earliest(linger_deadline, shutdown_deadline);
         if core.read_eof {
             core.phase = Phase::Flushing { reason, deadline };
             return self.finish(id, None, handler);
@@ -1363,6 +1448,8 @@ impl<F: Framing + Clone, O: Os> Server<F, O> {
             return self.finish(id, None, handler);
         }
         core.phase = Phase::Lingering { reason, deadline };
+        // The linger bound is usually earlier than the flush's own timer.
+        self.arm_timer(id);
         // Input that arrived earlier produced its edge already: read it now.
         self.discard_input(id, handler);
     }
@@ -1451,15 +1538,17 @@ impl<F: Framing + Clone, O: Os> Server<F, O> {
         if self.accept_paused {
             self.accept_retry = true;
         }
+        self.compact_timers();
         Some(conn)
     }
 
     fn begin_shutdown<H: Handler<F>>(&mut self, handler: &mut H) {
-        if self.shutdown_deadline.is_some() {
+        if self.shutting_down {
             return;
         }
-        let deadline = self.os.now() + self.config.shutdown_timeout;
-        self.shutdown_deadline = Some(deadline);
+        self.shutting_down = true;
+        let deadline = self.os.now().checked_add(self.config.shutdown_timeout);
+        self.shutdown_deadline = deadline;
         for listener in self.listeners.drain(..) {
             // Ignored: the listener closes right after anyway.
             let _ = self.os.epoll_delete(&self.epoll, &listener.fd);
@@ -1472,7 +1561,7 @@ impl<F: Framing + Clone, O: Os> Server<F, O> {
                 Phase::Connecting { .. } => self.fail_connect(id, shutting_down_error(), handler),
                 Phase::Open => self.begin_close(id, DisconnectReason::Shutdown, handler),
                 Phase::Flushing { deadline: at, .. } | Phase::Lingering { deadline: at, .. } => {
-                    *at = (*at).min(deadline);
+                    *at = earliest(*at, deadline);
                     self.arm_timer(id);
                 }
             }
@@ -1485,10 +1574,13 @@ impl<F: Framing + Clone, O: Os> Server<F, O> {
 
     /// When `core` next needs attention from the timer.
     fn due(&self, core: &Core<F, O>) -> Option<Instant> {
+        // `checked_add`: a timeout too long to add to the clock (`Duration::MAX`) never fires.
+        let idle = |from: Instant| self.config.idle_timeout.and_then(|t| from.checked_add(t));
         match &core.phase {
-            Phase::Connecting { since, .. } => self.config.idle_timeout.map(|t| *since + t),
-            Phase::Open => self.config.idle_timeout.map(|t| core.last_active + t),
-            Phase::Flushing { deadline, .. } | Phase::Lingering { deadline, .. } => Some(*deadline),
+            Phase::Connecting { since, .. } => idle(*since),
+            Phase::Open => idle(core.last_active),
+            Phase::Flushing { deadline, .. } => earliest(*deadline, idle(core.last_active)),
+            Phase::Lingering { deadline, .. } => *deadline,
         }
     }
 
@@ -1511,6 +1603,24 @@ impl<F: Framing + Clone, O: Os> Server<F, O> {
             conn.core.timer_at = Some(due);
             self.timers.push(Reverse((due, id.token())));
         }
+    }
+
+    /// Drops stale timer entries once they outnumber the live ones, so the heap stays within
+    /// a constant factor of the connections open (amortised O(1) per close).
+    fn compact_timers(&mut self) {
+        if self.config.known_bad == KnownBad::StaleTimers
+            || self.timers.len() <= 2 * self.live + TIMER_SLACK
+        {
+            return;
+        }
+        let slots = &self.slots;
+        self.timers.retain(|&Reverse((at, token))| {
+            let id = ConnId::from_token(token);
+            slots
+                .get(id.index as usize)
+                .and_then(|s| s.conn.as_ref())
+                .is_some_and(|c| c.core.id == id && c.core.timer_at == Some(at))
+        });
     }
 
     fn expire_timers<H: Handler<F>>(&mut self, now: Instant, handler: &mut H) {
@@ -1581,6 +1691,14 @@ impl LoopThread {
 impl Drop for LoopThread {
     fn drop(&mut self) {
         *lock(&self.shared.loop_thread) = None;
+    }
+}
+
+/// The earlier of two optional deadlines (`None`: never).
+fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     }
 }
 

@@ -262,6 +262,18 @@ pub enum KnownBad {
     /// edge instead of retrying on a timer (EPOLL-NOTES 18): clients already in the backlog
     /// wait until another one connects.
     NoAcceptRetry,
+    /// Bound a closing connection's flush by `close_linger` (review bug 2): a reading peer
+    /// slower than the linger gets a truncated reply.
+    LingerCutsFlush,
+    /// Complete an outbound connect without reading what the same event reported (review bug
+    /// 1, EPOLL-NOTES 17): a greeting the peer sent first is stranded.
+    ConnectSkipsRead,
+    /// Leave the timer entries of closed connections in the heap until they fall due (review
+    /// bug 7): memory grows with the number of closed connections.
+    StaleTimers,
+    /// Check the high watermark only between read passes (review bug 8): unsent output grows
+    /// far past it within one pass.
+    WatermarkBetweenPasses,
 }
 
 /// Names one connection for the lifetime of a loop; never reused.
@@ -454,6 +466,7 @@ pub(crate) struct StatCells {
     pub(crate) read_calls: AtomicU64,
     pub(crate) turns: AtomicU64,
     pub(crate) signals: AtomicU64,
+    pub(crate) timer_entries: AtomicU64,
 }
 
 impl StatCells {
@@ -492,6 +505,9 @@ pub struct Stats {
     pub turns: u64,
     /// Eventfd writes made by handles (one per empty-to-non-empty transition).
     pub signals: u64,
+    /// Entries in the loop's timer heap when it last waited (a gauge: it stays within a
+    /// constant factor of the open connections, however many have closed).
+    pub timer_entries: u64,
 }
 
 /// The routing entry of one live connection, for [`LoopHandle::send_to`].
@@ -767,6 +783,7 @@ impl<F: Framing> LoopHandle<F> {
             read_calls: get(&s.read_calls),
             turns: get(&s.turns),
             signals: get(&s.signals),
+            timer_entries: get(&s.timer_entries),
         }
     }
 
