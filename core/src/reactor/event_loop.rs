@@ -618,7 +618,10 @@ impl<F: Framing + Clone, O: Os> Server<F, O> {
                 if self.live == 0 {
                     return Ok(());
                 }
-                if self.shutdown_deadline.is_some_and(|deadline| now >= deadline) {
+                if self
+                    .shutdown_deadline
+                    .is_some_and(|deadline| now >= deadline)
+                {
                     // The flush bound is over: close what is left, counting what it did not send.
                     for id in self.live_ids() {
                         self.abandon(id, handler);
@@ -1242,8 +1245,7 @@ impl<F: Framing + Clone, O: Os> Server<F, O> {
                 })
             } else {
                 input.append(&scratch[..n]);
-                deliver(input.pending(), &conn_view, handler, high)
-                    .map(|used| input.consume(used))
+                deliver(input.pending(), &conn_view, handler, high).map(|used| input.consume(used))
             };
             if let Err(e) = delivered {
                 return ReadEnd::Close(DisconnectReason::Framing(e), true);

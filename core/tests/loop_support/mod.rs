@@ -129,11 +129,18 @@ where
     }
 }
 
-/// A loop running on its own thread; [`Running::stop`] shuts it down and joins it.
+/// How long [`Running::stop`] waits for the loop to exit before it fails the test as a hang
+/// (a stuck loop must be a named failure within its bound, never a stuck test binary).
+pub const WATCHDOG: Duration = Duration::from_secs(30);
+
+/// A loop running on its own thread; [`Running::stop`] shuts it down and joins it, within
+/// [`WATCHDOG`].
 pub struct Running<F: Framing + Clone, H> {
     pub handle: LoopHandle<F>,
     pub addr: Option<SocketAddr>,
     thread: Option<JoinHandle<io::Result<H>>>,
+    /// Disconnected when the loop thread ends, however it ends.
+    done: Receiver<()>,
 }
 
 impl<F: Framing + Clone + Send + 'static, H: Handler<F> + Send + 'static> Running<F, H> {
@@ -141,31 +148,45 @@ impl<F: Framing + Clone + Send + 'static, H: Handler<F> + Send + 'static> Runnin
     pub fn spawn(server: Server<F>, handler: H) -> Running<F, H> {
         let handle = server.handle();
         let addr = server.local_addr().ok();
-        let thread = std::thread::spawn(move || server.run(handler));
+        let (done_tx, done) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            // Dropped when `run` returns or unwinds, which is what `done` waits for.
+            let _done = done_tx;
+            server.run(handler)
+        });
         Running {
             handle,
             addr,
             thread: Some(thread),
+            done,
         }
     }
 
     /// Shuts the loop down and returns its handler and the outcome of `run`.
-    pub fn stop(mut self) -> io::Result<H> {
+    ///
+    /// Panics, naming the hang, if the loop has not exited within [`WATCHDOG`].
+    pub fn stop(self) -> io::Result<H> {
         self.handle.shutdown();
-        self.thread
-            .take()
-            .expect("joined once")
-            .join()
-            .expect("loop thread panicked")
+        self.join()
     }
 
-    /// Waits for the loop to exit by itself (after a shutdown asked elsewhere).
+    /// Waits for the loop to exit by itself (after a shutdown asked elsewhere), within
+    /// [`WATCHDOG`].
     pub fn join(mut self) -> io::Result<H> {
-        self.thread
-            .take()
-            .expect("joined once")
-            .join()
-            .expect("loop thread panicked")
+        let thread = self.thread.take().expect("joined once");
+        wait_exit(&self.done, WATCHDOG);
+        thread.join().expect("loop thread panicked")
+    }
+}
+
+/// Waits until the loop thread's `done` sender is gone, or panics after `within`.
+fn wait_exit(done: &Receiver<()>, within: Duration) {
+    match done.recv_timeout(within) {
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+            panic!("hang: the loop did not exit within {within:?} of its shutdown")
+        }
+        // Disconnected: the thread ended. A value is never sent.
+        Ok(()) | Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {}
     }
 }
 
@@ -173,8 +194,13 @@ impl<F: Framing + Clone, H> Drop for Running<F, H> {
     fn drop(&mut self) {
         if let Some(thread) = self.thread.take() {
             self.handle.shutdown();
-            // Ignored: the test is already failing if we get here with a thread to join.
-            let _ = thread.join();
+            // Bounded: a test that is already failing must not hang on a stuck loop too.
+            if let Ok(()) | Err(std::sync::mpsc::RecvTimeoutError::Disconnected) =
+                self.done.recv_timeout(WATCHDOG)
+            {
+                // Ignored: the test is already failing if we get here with a thread to join.
+                let _ = thread.join();
+            }
         }
     }
 }
