@@ -418,6 +418,7 @@ impl<F: Framing + Clone, O: Os> Server<F, O> {
             waker: Arc::clone(&waker) as Arc<dyn super::Signal>,
             commands: commands_tx,
             stats: StatCells::default(),
+            #[cfg(feature = "known-bad")]
             known_bad: config.known_bad,
             high_watermark: config.high_watermark,
             routes: Mutex::new(Vec::new()),
@@ -710,7 +711,7 @@ impl<F: Framing + Clone, O: Os> Server<F, O> {
             {
                 Err(e)
                     if e.kind() == io::ErrorKind::Interrupted
-                        && self.config.known_bad != KnownBad::EintrFatal =>
+                        && !self.config.bad(KnownBad::EintrFatal) =>
                 {
                     bump(&self.shared.stats.eintr_retries);
                 }
@@ -720,7 +721,7 @@ impl<F: Framing + Clone, O: Os> Server<F, O> {
     }
 
     fn conn_mut(&mut self, id: ConnId) -> Option<&mut Connection<F, O>> {
-        let ignore_generation = self.config.known_bad == KnownBad::NoGeneration;
+        let ignore_generation = self.config.bad(KnownBad::NoGeneration);
         let slot = self.slots.get_mut(id.index as usize)?;
         let conn = slot.conn.as_mut()?;
         (ignore_generation || conn.core.id == id).then_some(conn)
@@ -731,7 +732,7 @@ impl<F: Framing + Clone, O: Os> Server<F, O> {
     // -----------------------------------------------------------------------------------------
 
     fn on_wake<H: Handler<F>>(&mut self, handler: &mut H) {
-        if self.config.known_bad == KnownBad::DrainBeforeEventfdReset {
+        if self.config.bad(KnownBad::DrainBeforeEventfdReset) {
             // KNOWN-BAD: a push landing between this drain and the reset loses its wake-up.
             self.run_commands(handler);
             self.run_wake_hook();
@@ -815,7 +816,7 @@ impl<F: Framing + Clone, O: Os> Server<F, O> {
                         Ok(id) => self.opened(id, handler),
                         Err(e) => handler.on_accept_error(&e),
                     }
-                    if self.config.known_bad == KnownBad::AcceptOnce {
+                    if self.config.bad(KnownBad::AcceptOnce) {
                         // KNOWN-BAD: the rest of the backlog waits for an edge that never comes.
                         return;
                     }
@@ -830,7 +831,7 @@ impl<F: Framing + Clone, O: Os> Server<F, O> {
                     // the clients already waiting (EPOLL-NOTES 18).
                     bump(&self.shared.stats.accept_errors);
                     handler.on_accept_error(&e);
-                    if self.config.known_bad != KnownBad::NoAcceptRetry {
+                    if !self.config.bad(KnownBad::NoAcceptRetry) {
                         let at = self.os.now() + ACCEPT_RETRY_DELAY;
                         self.accept_retry_at = Some(self.accept_retry_at.map_or(at, |t| t.min(at)));
                     }
@@ -839,7 +840,7 @@ impl<F: Framing + Clone, O: Os> Server<F, O> {
                 Err(e) if os::is_fd_exhaustion(&e) => {
                     bump(&self.shared.stats.accept_errors);
                     handler.on_accept_error(&e);
-                    if self.config.known_bad == KnownBad::NoReserveFd {
+                    if self.config.bad(KnownBad::NoReserveFd) {
                         // KNOWN-BAD: stop; the edge-triggered listener never fires again for
                         // the clients already queued.
                         return;
@@ -1049,7 +1050,7 @@ impl<F: Framing + Clone, O: Os> Server<F, O> {
     fn on_conn_event<H: Handler<F>>(&mut self, event: Event, handler: &mut H) {
         let id = ConnId::from_token(event.token);
         let os = self.os.clone();
-        let ignore_writable = self.config.known_bad == KnownBad::IgnoreWritable;
+        let ignore_writable = self.config.bad(KnownBad::IgnoreWritable);
         let Some(conn) = self.conn_mut(id) else {
             bump(&self.shared.stats.stale_events);
             return;
@@ -1060,7 +1061,7 @@ impl<F: Framing + Clone, O: Os> Server<F, O> {
                 return;
             }
             self.complete_connect(id, handler);
-            if self.config.known_bad == KnownBad::ConnectSkipsRead {
+            if self.config.bad(KnownBad::ConnectSkipsRead) {
                 // KNOWN-BAD: bytes reported by this same event wait for an edge that never comes.
                 return;
             }
@@ -1092,7 +1093,7 @@ impl<F: Framing + Clone, O: Os> Server<F, O> {
         let readable = event.readable || event.read_hup || event.hup;
         // Without a FIN or error in this event, a short read proves the receive queue empty.
         let short_read_drains = !(event.read_hup || event.hup || event.error)
-            || self.config.known_bad == KnownBad::ShortReadIgnoresHangup;
+            || self.config.bad(KnownBad::ShortReadIgnoresHangup);
         self.service(id, readable, short_read_drains, handler);
     }
 
@@ -1126,7 +1127,7 @@ impl<F: Framing + Clone, O: Os> Server<F, O> {
                 ReadEnd::Drained => {}
                 ReadEnd::Budget => self.requeue(id),
                 ReadEnd::Eof => {
-                    if self.config.known_bad == KnownBad::CloseOnReadHup {
+                    if self.config.bad(KnownBad::CloseOnReadHup) {
                         // KNOWN-BAD: drop pending output on the floor.
                         return self.finish(id, Some(DisconnectReason::PeerClosed), handler);
                     }
@@ -1181,7 +1182,7 @@ impl<F: Framing + Clone, O: Os> Server<F, O> {
         };
         let Connection { input, core } = conn;
         let mut budget_used = 0;
-        let high = if config.known_bad == KnownBad::WatermarkBetweenPasses {
+        let high = if config.bad(KnownBad::WatermarkBetweenPasses) {
             // KNOWN-BAD: the watermark is only looked at after the whole pass.
             usize::MAX
         } else {
@@ -1267,11 +1268,11 @@ impl<F: Framing + Clone, O: Os> Server<F, O> {
                 };
                 return ReadEnd::Close(DisconnectReason::Framing(e), true);
             }
-            if config.known_bad == KnownBad::ReadOnce {
+            if config.bad(KnownBad::ReadOnce) {
                 // KNOWN-BAD: wait for another edge that may never come.
                 return ReadEnd::Drained;
             }
-            if budget_used >= config.fairness_budget && config.known_bad != KnownBad::NoFairness {
+            if budget_used >= config.fairness_budget && !config.bad(KnownBad::NoFairness) {
                 return ReadEnd::Budget;
             }
             if short_read_drains && n < scratch.len() {
@@ -1348,7 +1349,7 @@ impl<F: Framing + Clone, O: Os> Server<F, O> {
 
     /// Writes pending output until done or `EAGAIN`.
     fn flush(&mut self, id: ConnId) -> io::Result<()> {
-        let drop_rest = self.config.known_bad == KnownBad::DropPartialWriteRest;
+        let drop_rest = self.config.bad(KnownBad::DropPartialWriteRest);
         let os = self.os.clone();
         let Some(conn) = self.conn_mut(id) else {
             return Ok(());
@@ -1397,7 +1398,7 @@ impl<F: Framing + Clone, O: Os> Server<F, O> {
         reason: DisconnectReason,
         handler: &mut H,
     ) {
-        let known_bad = self.config.known_bad;
+        let linger_cuts_flush = self.config.bad(KnownBad::LingerCutsFlush);
         let linger_deadline = self.os.now().checked_add(self.config.close_linger);
         let shutdown_deadline = self.shutdown_deadline;
         let Some(conn) = self.conn_mut(id) else {
@@ -1410,7 +1411,7 @@ impl<F: Framing + Clone, O: Os> Server<F, O> {
         // The flush is bounded by write progress (the idle timeout), not by `close_linger`: a
         // reading peer slower than the linger must still get everything.
         let mut deadline = shutdown_deadline;
-        if known_bad == KnownBad::LingerCutsFlush {
+        if linger_cuts_flush {
             // KNOWN-BAD: a slow reader's reply is cut short after `close_linger`.
             deadline = earliest(deadline, linger_deadline);
         }
@@ -1481,7 +1482,7 @@ impl<F: Framing + Clone, O: Os> Server<F, O> {
                 unsent_bytes += bytes.len();
             }
         }
-        if self.config.known_bad == KnownBad::UncountedUnsent {
+        if self.config.bad(KnownBad::UncountedUnsent) {
             // KNOWN-BAD: the bytes vanish from the accounting.
             unsent_bytes = 0;
         }
@@ -1520,7 +1521,7 @@ impl<F: Framing + Clone, O: Os> Server<F, O> {
             return None;
         }
         let conn = slot.conn.take()?;
-        if self.config.known_bad != KnownBad::CloseWithoutDelete {
+        if !self.config.bad(KnownBad::CloseWithoutDelete) {
             // EPOLL_CTL_DEL before close: epoll tracks the file description, which a duplicate
             // fd would keep alive. Ignored on failure: the fd is closed right after anyway.
             let _ = self.os.epoll_delete(&self.epoll, &conn.core.fd);
@@ -1610,7 +1611,7 @@ impl<F: Framing + Clone, O: Os> Server<F, O> {
     /// Drops stale timer entries once they outnumber the live ones, so the heap stays within
     /// a constant factor of the connections open (amortised O(1) per close).
     fn compact_timers(&mut self) {
-        if self.config.known_bad == KnownBad::StaleTimers
+        if self.config.bad(KnownBad::StaleTimers)
             || self.timers.len() <= 2 * self.live + TIMER_SLACK
         {
             return;

@@ -122,7 +122,9 @@ pub struct Config {
     pub nodelay: bool,
     /// Events fetched per `epoll_wait`. Default: 1024.
     pub events_capacity: usize,
-    /// A known-bad variant to run instead of the correct code (tests only).
+    /// A known-bad variant to run instead of the correct code (the kit only: it exists with
+    /// the hidden `known-bad` cargo feature, which no release build enables).
+    #[cfg(feature = "known-bad")]
     #[doc(hidden)]
     pub known_bad: KnownBad,
 }
@@ -143,12 +145,26 @@ impl Default for Config {
             recv_buffer_size: None,
             nodelay: true,
             events_capacity: 1024,
+            #[cfg(feature = "known-bad")]
             known_bad: KnownBad::None,
         }
     }
 }
 
 impl Config {
+    /// Whether this loop runs the known-bad variant `which`; always `false` (and so compiled
+    /// out) without the `known-bad` feature.
+    #[inline(always)]
+    pub(crate) fn bad(&self, which: KnownBad) -> bool {
+        #[cfg(feature = "known-bad")]
+        return self.known_bad == which;
+        #[cfg(not(feature = "known-bad"))]
+        {
+            let _ = which;
+            false
+        }
+    }
+
     /// Checks every field against its rule, so a bad value is an error at construction instead
     /// of a hang or a panic later; the error names the field and the rule.
     ///
@@ -524,6 +540,7 @@ pub(crate) struct Shared {
     pub(crate) waker: Arc<dyn Signal>,
     pub(crate) commands: Producer<Command>,
     pub(crate) stats: StatCells,
+    #[cfg(feature = "known-bad")]
     pub(crate) known_bad: KnownBad,
     pub(crate) high_watermark: usize,
     /// Live connections by slot index.
@@ -533,6 +550,18 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// As [`Config::bad`], for the handles.
+    #[inline(always)]
+    pub(crate) fn bad(&self, which: KnownBad) -> bool {
+        #[cfg(feature = "known-bad")]
+        return self.known_bad == which;
+        #[cfg(not(feature = "known-bad"))]
+        {
+            let _ = which;
+            false
+        }
+    }
+
     /// Writes the eventfd, counting it.
     pub(crate) fn signal(&self) -> io::Result<()> {
         StatCells::add(&self.stats.signals, 1);
@@ -613,7 +642,7 @@ fn push_encoded<M>(
         return Err(SendError::Full(msg));
     }
     match queue.push(bytes) {
-        Ok(Wake::Needed) if shared.known_bad == KnownBad::SkipWake => {
+        Ok(Wake::Needed) if shared.bad(KnownBad::SkipWake) => {
             // KNOWN-BAD: the loop never hears about this queue.
             Ok(())
         }
@@ -624,7 +653,7 @@ fn push_encoded<M>(
             let _ = shared.command(Command::Ready(id));
             Ok(())
         }
-        Ok(Wake::NotNeeded) if shared.known_bad == KnownBad::WakeEveryPush => {
+        Ok(Wake::NotNeeded) if shared.bad(KnownBad::WakeEveryPush) => {
             // KNOWN-BAD (wasteful, not wrong): a syscall for a wake-up already pending.
             let _ = shared.signal();
             Ok(())
@@ -752,7 +781,7 @@ impl<F: Framing> LoopHandle<F> {
             let routes = self.shared.routes.lock().unwrap_or_else(|e| e.into_inner());
             let route = routes.get(id.index as usize).and_then(Option::as_ref);
             let matches =
-                |route: &&Route| route.id == id || self.shared.known_bad == KnownBad::NoGeneration;
+                |route: &&Route| route.id == id || self.shared.bad(KnownBad::NoGeneration);
             match route.filter(matches) {
                 Some(route) => (route.queue.clone(), Arc::clone(&route.conn), route.id),
                 None => return Err(SendError::Closed(msg)),
@@ -869,7 +898,7 @@ impl<F: Framing + Clone> Conn<'_, F> {
     pub fn send(&self, msg: &F::Message) -> Result<(), FrameError> {
         let mut inner = self.inner.borrow_mut();
         let ConnMut { framing, out, .. } = &mut *inner;
-        let added = if self.shared.known_bad == KnownBad::AllocPerSend {
+        let added = if self.shared.bad(KnownBad::AllocPerSend) {
             // KNOWN-BAD: a buffer per message.
             let mut bytes = Vec::new();
             framing.encode(msg, &mut bytes)?;
