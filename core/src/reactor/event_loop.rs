@@ -633,14 +633,11 @@ impl<F: Framing + Clone, O: Os> Server<F, O> {
             let deadline = if !self.ready.is_empty() || self.accept_retry {
                 Some(now)
             } else {
-                [
-                    self.timers.peek().map(|Reverse((at, _))| *at),
-                    self.shutdown_deadline,
-                    self.accept_retry_at,
-                ]
-                .into_iter()
-                .flatten()
-                .min()
+                let timer = self.timers.peek().map(|Reverse((at, _))| *at);
+                match self.accept_retry_at {
+                    None => earliest(timer, self.shutdown_deadline),
+                    retry => earliest(earliest(timer, self.shutdown_deadline), retry),
+                }
             };
             // Relaxed: a gauge for reporting; it orders nothing.
             (self.shared.stats.timer_entries).store(self.timers.len() as u64, Ordering::Relaxed);
@@ -1698,6 +1695,7 @@ impl Drop for LoopThread {
 }
 
 /// The earlier of two optional deadlines (`None`: never).
+#[inline]
 fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
     match (a, b) {
         (Some(a), Some(b)) => Some(a.min(b)),
