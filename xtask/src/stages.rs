@@ -293,6 +293,27 @@ pub fn all(ctx: &Ctx) -> Vec<Stage> {
             files: 0,
         });
     }
+    if has_sim_tests(root) {
+        stages.push(Stage {
+            name: "sim",
+            about: "the real loop over the simulated kernel: conformance with Linux, review-bug reproducers, virtual time",
+            steps: vec![ctx.cargo(
+                Toolchain::Stable,
+                &[
+                    "test",
+                    "-p",
+                    "refloop",
+                    "--release",
+                    "--test",
+                    "sim_*",
+                    "--",
+                    "--nocapture",
+                ],
+            )],
+            counts: Counts::Tests,
+            files: 0,
+        });
+    }
     if root.join("integration/Cargo.toml").exists() {
         stages.push(Stage {
             name: "integration",
@@ -328,6 +349,17 @@ pub fn all(ctx: &Ctx) -> Vec<Stage> {
         files: rs_files,
     });
     stages
+}
+
+/// Whether `core/tests` has simulated-kernel test targets (`sim_*.rs`).
+fn has_sim_tests(root: &Path) -> bool {
+    std::fs::read_dir(root.join("core/tests")).is_ok_and(|dir| {
+        dir.flatten().any(|entry| {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            name.starts_with("sim_") && name.ends_with(".rs")
+        })
+    })
 }
 
 /// The nightly sanitizer runs of the queue's stress tests, when they exist.
