@@ -6,6 +6,7 @@
 //! - [`check`]: the reusable correctness harnesses (framing oracle, queue checks) that our own
 //!   tests, proptests and fuzz targets call, and that users can point at their own code.
 //! - The event loop: an edge-triggered epoll server and client over `libc`.
+//! - [`sim`]: a deterministic in-memory kernel the same loop runs over, for tests.
 #![deny(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -16,6 +17,7 @@ pub mod queue;
 pub mod sync;
 
 pub mod reactor;
+pub mod sim;
 mod sys;
 
 pub use reactor::{

@@ -719,6 +719,8 @@ pub(crate) mod errno {
     pub const ECONNREFUSED: i32 = libc::ECONNREFUSED;
     pub const EALREADY: i32 = libc::EALREADY;
     pub const EINPROGRESS: i32 = libc::EINPROGRESS;
+    pub const ENETUNREACH: i32 = libc::ENETUNREACH;
+    pub const ENOSPC: i32 = libc::ENOSPC;
 }
 
 /// Whether `err` is a passing shortage of kernel memory.
