@@ -22,7 +22,7 @@ mod sys;
 
 pub use reactor::{
     Config, ConfigError, Conn, ConnHandle, ConnId, Disconnect, DisconnectReason, Endpoint, Handler,
-    LoopHandle, SendError, Server, Stats,
+    LoopHandle, Loops, LoopsHandle, SendError, Server, Sharing, Stats,
 };
 
 /// The README's Rust examples, compiled and run as doc tests so the README stays true.

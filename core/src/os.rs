@@ -162,6 +162,16 @@ pub trait Os: Clone + Send + Sync + fmt::Debug + 'static {
     /// A non-blocking listening stream socket bound to `at` (TCP: `SO_REUSEADDR`; port 0
     /// picks a free port), and the address it is bound to.
     fn listen(&self, at: &Endpoint, backlog: u32) -> io::Result<(Self::Fd, Endpoint)>;
+    /// A TCP listener like [`Os::listen`], with `SO_REUSEPORT` set before `bind`, so one
+    /// listener per loop can share the address (the kernel spreads connections over them).
+    /// The default refuses with [`io::ErrorKind::Unsupported`].
+    fn listen_reuse_port(&self, at: &Endpoint, backlog: u32) -> io::Result<(Self::Fd, Endpoint)> {
+        let _ = (at, backlog);
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "this OS layer has no SO_REUSEPORT",
+        ))
+    }
     /// One `accept4(SOCK_NONBLOCK | SOCK_CLOEXEC)`, and the peer's address.
     fn accept(&self, listener: &Self::Fd) -> io::Result<(Self::Fd, Endpoint)>;
     /// A non-blocking stream socket and one `connect(2)` to `target`.
@@ -185,6 +195,18 @@ pub trait Os: Clone + Send + Sync + fmt::Debug + 'static {
     fn set_nodelay(&self, fd: &Self::Fd) -> io::Result<()>;
     /// `SO_LINGER` with a zero timeout: the next close resets the connection (RST).
     fn set_linger_zero(&self, fd: &Self::Fd) -> io::Result<()>;
+    /// Bytes written to the socket that the peer has not acknowledged yet (`SIOCOUTQ`): what
+    /// an abortive close destroys. The default reports 0.
+    fn unsent_in_kernel(&self, fd: &Self::Fd) -> io::Result<usize> {
+        let _ = fd;
+        Ok(0)
+    }
+    /// Whether a stream socket is connected (`getpeername` succeeds; `ENOTCONN`: not yet), to
+    /// confirm that a connect completed. The default reports `true`.
+    fn is_connected(&self, fd: &Self::Fd) -> io::Result<bool> {
+        let _ = fd;
+        Ok(true)
+    }
     /// `dup(2)` (close-on-exec).
     fn dup(&self, fd: &Self::Fd) -> io::Result<Self::Fd>;
     /// A spare descriptor the loop keeps in reserve for the accept-and-close trick under

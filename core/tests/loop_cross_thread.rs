@@ -27,19 +27,64 @@ struct Tally {
     full: usize,
 }
 
-#[test]
-fn cross_thread_sends_are_accounted_exactly_once_while_connections_close() {
-    // A small watermark so that `Full` really happens while the peers read.
-    let cfg = Config {
+/// A small watermark so that `Full` really happens while the peers read.
+fn racing_config() -> Config {
+    Config {
         high_watermark: 8 * 1024,
         low_watermark: 2 * 1024,
         ..Config::default()
-    };
-    let server = lines_server(cfg);
+    }
+}
+
+#[test]
+fn cross_thread_sends_are_accounted_exactly_once_while_connections_close() {
+    let server = lines_server(racing_config());
     let (mut handler, rx) = Recorder::<Lines>::new(false);
     handler.close_on = Some("bye".to_string());
     let running = Running::spawn(server, handler);
+    sends_race_closes_exactly_once(running.addr.unwrap(), &rx);
+    running.stop().expect("run");
+}
+
+/// The multi-loop twin: the same check over two `SO_REUSEPORT` loops, whose connections (and
+/// so the handles the senders use) are spread over both.
+#[test]
+fn cross_thread_sends_are_accounted_exactly_once_while_connections_close_on_two_loops() {
+    let group = refloop::Loops::bind(
+        "127.0.0.1:0",
+        2,
+        refloop::Sharing::ReusePort,
+        Lines::new(64 * 1024),
+        racing_config(),
+    )
+    .expect("bind");
+    let (recorders, rx) = Recorder::<Lines>::group(2, false, |r| {
+        r.close_on = Some("bye".to_string());
+    });
+    let running = Running::spawn_group(group, recorders);
     let addr = running.addr.unwrap();
+    // The kernel places each connection on a loop by a hash of its addresses; rerun until
+    // the connections span both loops (4 connections all land on one loop 1 time in 8).
+    let mut spanned = false;
+    for _ in 0..8 {
+        let ids = sends_race_closes_exactly_once(addr, &rx);
+        if ids.iter().any(|id| id.loop_index() == 0) && ids.iter().any(|id| id.loop_index() == 1)
+        {
+            spanned = true;
+            break;
+        }
+    }
+    assert!(spanned, "the connections never spanned both loops");
+    let handlers = running.stop().expect("run");
+    assert_eq!(handlers.len(), 2, "shutdown returns every loop's handler");
+}
+
+/// Senders race the closes of `CONNS` connections to `addr`; checks exactly-once accounting
+/// from the events on `rx`.
+fn sends_race_closes_exactly_once(
+    addr: std::net::SocketAddr,
+    rx: &mpsc::Receiver<Event<Lines>>,
+) -> Vec<ConnId> {
 
     // Each peer reads everything; after 50 lines it asks the loop to close the connection,
     // while the senders are still going, then reads on until EOF.
@@ -48,7 +93,7 @@ fn cross_thread_sends_are_accounted_exactly_once_while_connections_close() {
     let mut ids: Vec<ConnId> = Vec::new();
     for _ in 0..CONNS {
         let stream = client(addr);
-        let Event::Connected { id, handle, .. } = next(&rx) else {
+        let Event::Connected { id, handle, .. } = next(rx) else {
             panic!("expected a connect")
         };
         ids.push(id);
@@ -132,11 +177,10 @@ fn cross_thread_sends_are_accounted_exactly_once_while_connections_close() {
 
     let mut disconnects: HashMap<ConnId, Disconnect> = HashMap::new();
     while disconnects.len() < CONNS {
-        if let Event::Disconnected { id, disconnect } = next(&rx) {
+        if let Event::Disconnected { id, disconnect } = next(rx) {
             disconnects.insert(id, disconnect);
         }
     }
-    running.stop().expect("run");
 
     let (mut total_ok, mut total_closed, mut total_full) = (0, 0, 0);
     for c in 0..CONNS {
@@ -192,6 +236,7 @@ fn cross_thread_sends_are_accounted_exactly_once_while_connections_close() {
         SENDERS * CONNS,
         "every sender saw every connection close"
     );
+    ids
 }
 
 /// Per connection: bytes accepted by `send`, bytes the peer read, and `unsent_bytes`.

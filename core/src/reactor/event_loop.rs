@@ -247,6 +247,8 @@ pub struct Server<F: Framing + Clone, O: Os = Linux> {
     accept_retry: bool,
     /// When to retry accepting after a transient failure left clients in the backlog.
     accept_retry_at: Option<Instant>,
+    /// This loop's index in its group ([`crate::Loops`]; 0 alone).
+    loop_index: u16,
     /// A graceful shutdown is under way.
     shutting_down: bool,
     /// When it gives up flushing (`None`: a timeout too long to add to the clock).
@@ -404,6 +406,16 @@ impl<F: Framing + Clone, O: Os> Server<F, O> {
     ///
     /// As [`Server::new`].
     pub fn with_os(os: O, framing: F, config: Config) -> io::Result<Server<F, O>> {
+        Server::build(os, framing, config, 0)
+    }
+
+    /// [`Server::with_os`] for loop `loop_index` of a group ([`super::Loops`]).
+    pub(crate) fn build(
+        os: O,
+        framing: F,
+        config: Config,
+        loop_index: u16,
+    ) -> io::Result<Server<F, O>> {
         config
             .validate()
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
@@ -423,6 +435,9 @@ impl<F: Framing + Clone, O: Os> Server<F, O> {
             high_watermark: config.high_watermark,
             routes: Mutex::new(Vec::new()),
             loop_thread: Mutex::new(None),
+            loop_index,
+            siblings: std::sync::OnceLock::new(),
+            live: std::sync::atomic::AtomicUsize::new(0),
         });
         let max_input = framing.max_buffered().unwrap_or(config.max_frame_len);
         Ok(Server {
@@ -448,6 +463,7 @@ impl<F: Framing + Clone, O: Os> Server<F, O> {
             accept_paused: false,
             accept_retry: false,
             accept_retry_at: None,
+            loop_index,
             shutting_down: false,
             shutdown_deadline: None,
             signals_installed: false,
@@ -458,6 +474,11 @@ impl<F: Framing + Clone, O: Os> Server<F, O> {
     /// The OS layer this loop runs over.
     pub fn os(&self) -> &O {
         &self.os
+    }
+
+    /// The state this loop shares with its handles.
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
     }
 
     /// Adds a TCP listener; returns its bound address.
@@ -474,7 +495,7 @@ impl<F: Framing + Clone, O: Os> Server<F, O> {
                     let Endpoint::Tcp(bound) = local else {
                         return Err(io::Error::other("a TCP listener reported a unix address"));
                     };
-                    self.add_listener(fd, local, None)?;
+                    self.add_listener(fd, local, None, false)?;
                     return Ok(bound);
                 }
                 Err(e) => last = e,
@@ -498,14 +519,17 @@ impl<F: Framing + Clone, O: Os> Server<F, O> {
             .os
             .path_identity(path)
             .map(|identity| (path.to_path_buf(), identity));
-        self.add_listener(fd, local, unix_path)
+        self.add_listener(fd, local, unix_path, false)
     }
 
-    fn add_listener(
+    /// Registers a listening socket; `exclusive`: with `EPOLLEXCLUSIVE`, for a listener that
+    /// several loops' epoll instances share.
+    pub(crate) fn add_listener(
         &mut self,
         fd: O::Fd,
         local: Endpoint,
         unix_path: Option<(PathBuf, u64)>,
+        exclusive: bool,
     ) -> io::Result<()> {
         let token = LISTENER_BIT | self.listeners.len() as u64;
         let listener = Listener {
@@ -514,8 +538,12 @@ impl<F: Framing + Clone, O: Os> Server<F, O> {
             unix_path,
             os: self.os.clone(),
         };
+        let interest = Interest {
+            exclusive: exclusive && !self.config.bad(KnownBad::Thunder),
+            ..Interest::READABLE
+        };
         self.os
-            .epoll_add(&self.epoll, &listener.fd, token, Interest::READABLE)?;
+            .epoll_add(&self.epoll, &listener.fd, token, interest)?;
         self.listeners.push(listener);
         Ok(())
     }
@@ -650,7 +678,7 @@ impl<F: Framing + Clone, O: Os> Server<F, O> {
                     self.on_wake(handler);
                 } else if event.token & LISTENER_BIT != 0 {
                     let index = (event.token & !LISTENER_BIT) as usize;
-                    self.accept_all(index, handler);
+                    self.accept_all(index, true, handler);
                 } else {
                     self.on_conn_event(event, handler);
                 }
@@ -679,7 +707,7 @@ impl<F: Framing + Clone, O: Os> Server<F, O> {
             if std::mem::take(&mut self.accept_retry) {
                 self.accept_paused = false;
                 for index in 0..self.listeners.len() {
-                    self.accept_all(index, handler);
+                    self.accept_all(index, false, handler);
                 }
             }
             self.expire_timers(self.os.now(), handler);
@@ -795,10 +823,13 @@ impl<F: Framing + Clone, O: Os> Server<F, O> {
     // Accepting and connecting
     // -----------------------------------------------------------------------------------------
 
-    fn accept_all<H: Handler<F>>(&mut self, index: usize, handler: &mut H) {
+    /// Accepts until `EAGAIN`; `woken`: called for a listener event (rather than to retry),
+    /// so an empty first accept is a wasted wake-up.
+    fn accept_all<H: Handler<F>>(&mut self, index: usize, woken: bool, handler: &mut H) {
         if self.shutting_down || index >= self.listeners.len() {
             return;
         }
+        let mut first = woken;
         loop {
             if self.live >= self.config.max_connections {
                 // Clients wait in the backlog; a close sets `accept_retry`.
@@ -806,6 +837,13 @@ impl<F: Framing + Clone, O: Os> Server<F, O> {
                 return;
             }
             let accepted = self.os.accept(&self.listeners[index].fd);
+            if std::mem::take(&mut first)
+                && matches!(&accepted, Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+            {
+                // Woken for a listener with nobody waiting: another loop took the client (the
+                // thundering herd, EPOLL-NOTES 15).
+                bump(&self.shared.stats.empty_accepts);
+            }
             match accepted {
                 Ok((fd, peer)) => {
                     bump(&self.shared.stats.accepted);
@@ -829,8 +867,7 @@ impl<F: Framing + Clone, O: Os> Server<F, O> {
                     bump(&self.shared.stats.accept_errors);
                     handler.on_accept_error(&e);
                     if !self.config.bad(KnownBad::NoAcceptRetry) {
-                        let at = self.os.now() + ACCEPT_RETRY_DELAY;
-                        self.accept_retry_at = Some(self.accept_retry_at.map_or(at, |t| t.min(at)));
+                        self.schedule_accept_retry();
                     }
                     return;
                 }
@@ -863,7 +900,19 @@ impl<F: Framing + Clone, O: Os> Server<F, O> {
                                     self.accept_paused = true;
                                     return;
                                 }
-                                Err(_) => {}
+                                // A connection that died in the backlog, or a signal: try the
+                                // next one.
+                                Err(e)
+                                    if os::is_transient_accept_error(&e)
+                                        || e.kind() == io::ErrorKind::Interrupted => {}
+                                // Anything else (ENOBUFS, ENOMEM, ...) would fail again at
+                                // once: retry on the timer rather than spin here.
+                                Err(e) => {
+                                    bump(&self.shared.stats.accept_errors);
+                                    handler.on_accept_error(&e);
+                                    self.schedule_accept_retry();
+                                    return;
+                                }
                             }
                         }
                         None => {
@@ -883,6 +932,13 @@ impl<F: Framing + Clone, O: Os> Server<F, O> {
                 }
             }
         }
+    }
+
+    /// Accepting fails for a passing reason: try again in [`ACCEPT_RETRY_DELAY`], on the
+    /// loop's own timer, since no new edge comes for clients already in the backlog.
+    fn schedule_accept_retry(&mut self) {
+        let at = self.os.now() + ACCEPT_RETRY_DELAY;
+        self.accept_retry_at = Some(self.accept_retry_at.map_or(at, |t| t.min(at)));
     }
 
     fn start_connect<H: Handler<F>>(&mut self, target: Endpoint, handler: &mut H) {
@@ -905,18 +961,30 @@ impl<F: Framing + Clone, O: Os> Server<F, O> {
         };
         match self.register(fd, target.clone(), true, phase) {
             Ok(id) if in_progress => self.arm_timer(id),
-            Ok(id) => self.complete_connect(id, handler),
+            Ok(id) => self.complete_connect(id, false, handler),
             Err(e) => handler.on_connect_failed(&target, e),
         }
     }
 
-    fn complete_connect<H: Handler<F>>(&mut self, id: ConnId, handler: &mut H) {
+    /// Finishes an outbound connect; `carried_data`: the event that reported it also reported
+    /// input.
+    fn complete_connect<H: Handler<F>>(&mut self, id: ConnId, carried_data: bool, handler: &mut H) {
         let os = self.os.clone();
         let Some(conn) = self.conn_mut(id) else {
             return;
         };
         let outcome = match os.take_error(&conn.core.fd) {
-            Ok(None) => Ok(()),
+            // No error is not proof of a connection: a socket still in SYN_SENT has none
+            // either, and the epoll contract allows spurious events. `getpeername` tells.
+            Ok(None) => match os.is_connected(&conn.core.fd) {
+                Ok(true) => Ok(()),
+                // Still connecting: the real completion raises its own edge.
+                Ok(false) => return,
+                Err(e) => Err(e),
+            },
+            // It did connect: the peer spoke, then reset. Open it, so the handler gets what
+            // was said; the read then finds the end.
+            Ok(Some(e)) if carried_data && os::is_reset(&e) => Ok(()),
             Ok(Some(e)) | Err(e) => Err(e),
         };
         match outcome {
@@ -970,6 +1038,7 @@ impl<F: Framing + Clone, O: Os> Server<F, O> {
             }
         };
         let id = ConnId {
+            loop_index: self.loop_index,
             index,
             generation: self.slots[index as usize].generation,
         };
@@ -1018,6 +1087,8 @@ impl<F: Framing + Clone, O: Os> Server<F, O> {
             },
         });
         self.live += 1;
+        // Relaxed: a gauge other loops read to balance accepting; it orders nothing.
+        self.shared.live.store(self.live, Ordering::Relaxed);
         Ok(id)
     }
 
@@ -1045,7 +1116,7 @@ impl<F: Framing + Clone, O: Os> Server<F, O> {
     // -----------------------------------------------------------------------------------------
 
     fn on_conn_event<H: Handler<F>>(&mut self, event: Event, handler: &mut H) {
-        let id = ConnId::from_token(event.token);
+        let id = ConnId::from_token(event.token, self.loop_index);
         let os = self.os.clone();
         let ignore_writable = self.config.bad(KnownBad::IgnoreWritable);
         let Some(conn) = self.conn_mut(id) else {
@@ -1057,7 +1128,7 @@ impl<F: Framing + Clone, O: Os> Server<F, O> {
             if !(event.writable || event.error || event.hup) {
                 return;
             }
-            self.complete_connect(id, handler);
+            self.complete_connect(id, event.readable, handler);
             if self.config.bad(KnownBad::ConnectSkipsRead) {
                 // KNOWN-BAD: bytes reported by this same event wait for an edge that never comes.
                 return;
@@ -1075,7 +1146,9 @@ impl<F: Framing + Clone, O: Os> Server<F, O> {
         let Some(conn) = self.conn_mut(id) else {
             return;
         };
-        if event.error {
+        // An error with data queued ahead of it (an RST after the peer's last words): read
+        // first; the read reaches the error after the data (EPOLL-NOTES 17).
+        if event.error && !event.readable {
             match os.take_error(&conn.core.fd) {
                 Ok(Some(e)) => return self.finish(id, Some(error_reason(e)), handler),
                 // No pending error after all: the read and write below find out what happened.
@@ -1116,8 +1189,19 @@ impl<F: Framing + Clone, O: Os> Server<F, O> {
                 }
                 return;
             }
-            Phase::Flushing { .. } | Phase::Open => {}
+            Phase::Flushing { .. } => {
+                // Input that arrives while the rest is written is read and dropped: closing a
+                // socket with unread input makes the kernel send an RST, which would destroy
+                // the reply still in flight to the peer.
+                if readable && !conn.core.read_eof {
+                    self.discard_input(id, handler);
+                }
+            }
+            Phase::Open => {}
         }
+        let Some(conn) = self.conn_mut(id) else {
+            return;
+        };
         let open = matches!(conn.core.phase, Phase::Open);
         if open && readable && !conn.core.read_eof && !conn.core.paused {
             match self.read_input(id, short_read_drains, handler) {
@@ -1278,7 +1362,8 @@ impl<F: Framing + Clone, O: Os> Server<F, O> {
         }
     }
 
-    /// Reads and drops input while lingering; closes at EOF or error.
+    /// Reads and drops input while flushing or lingering; at EOF a lingering connection closes
+    /// (a flushing one notes the FIN); at an error it closes.
     fn discard_input<H: Handler<F>>(&mut self, id: ConnId, handler: &mut H) {
         let mut budget_used = 0;
         loop {
@@ -1297,6 +1382,11 @@ impl<F: Framing + Clone, O: Os> Server<F, O> {
             };
             bump(&shared.stats.read_calls);
             match os.read(&conn.core.fd, scratch) {
+                // Flushing: the peer's FIN; the close follows once the output is written.
+                Ok(0) if matches!(conn.core.phase, Phase::Flushing { .. }) => {
+                    conn.core.read_eof = true;
+                    return;
+                }
                 Ok(0) => return self.finish(id, None, handler),
                 Ok(n) => {
                     budget_used += n;
@@ -1420,6 +1510,11 @@ impl<F: Framing + Clone, O: Os> Server<F, O> {
         core.queue_closed = true;
         conn.input.clear();
         self.arm_timer(id);
+        // Input whose edge came earlier (while reading was paused, say) raises no new one:
+        // drop it now, so the close does not find it unread and reset the connection.
+        if !self.conn_mut(id).is_some_and(|c| c.core.read_eof) {
+            self.discard_input(id, handler);
+        }
         self.after_io(id, handler);
     }
 
@@ -1479,6 +1574,19 @@ impl<F: Framing + Clone, O: Os> Server<F, O> {
                 unsent_bytes += bytes.len();
             }
         }
+        let peer_gone = matches!(
+            reason,
+            DisconnectReason::Reset | DisconnectReason::Error(_)
+        );
+        if unsent_bytes > 0 && !peer_gone {
+            // The loop gives up on output it accepted: reset the connection, so the peer can
+            // tell its reply was cut (a FIN would read as a complete reply), and count what
+            // the kernel still held unacknowledged, which the reset destroys with the rest.
+            // Ignored on failure: the count then misses bytes the kernel may still deliver.
+            unsent_bytes += self.os.unsent_in_kernel(&conn.core.fd).unwrap_or(0);
+            // Ignored on failure: the close below still ends the connection, with a FIN.
+            let _ = self.os.set_linger_zero(&conn.core.fd);
+        }
         if self.config.bad(KnownBad::UncountedUnsent) {
             // KNOWN-BAD: the bytes vanish from the accounting.
             unsent_bytes = 0;
@@ -1529,6 +1637,8 @@ impl<F: Framing + Clone, O: Os> Server<F, O> {
         };
         self.free.push(id.index);
         self.live -= 1;
+        // Relaxed: as above.
+        self.shared.live.store(self.live, Ordering::Relaxed);
         {
             let mut routes = lock(&self.shared.routes);
             if let Some(route) = routes.get_mut(index) {
@@ -1547,6 +1657,16 @@ impl<F: Framing + Clone, O: Os> Server<F, O> {
             return;
         }
         self.shutting_down = true;
+        // The loops of a group live and die together: the first to shut down tells the rest
+        // (each one returns early here the second time).
+        if let Some(siblings) = self.shared.siblings.get() {
+            for sibling in siblings.iter().filter_map(std::sync::Weak::upgrade) {
+                if !Arc::ptr_eq(&sibling, &self.shared) {
+                    // Ignored: a sibling that has exited is already shut down.
+                    let _ = sibling.command(Command::Shutdown);
+                }
+            }
+        }
         let deadline = self.os.now().checked_add(self.config.shutdown_timeout);
         self.shutdown_deadline = deadline;
         for listener in self.listeners.drain(..) {
@@ -1579,7 +1699,12 @@ impl<F: Framing + Clone, O: Os> Server<F, O> {
         match &core.phase {
             Phase::Connecting { since, .. } => idle(*since),
             Phase::Open => idle(core.last_active),
-            Phase::Flushing { deadline, .. } => earliest(*deadline, idle(core.last_active)),
+            // Bounded by write progress: the idle timeout, or `close_linger` without one, counted
+            // from the last write that made progress (so a slow reader still gets everything).
+            Phase::Flushing { deadline, .. } => {
+                let stuck = self.config.idle_timeout.unwrap_or(self.config.close_linger);
+                earliest(*deadline, core.last_active.checked_add(stuck))
+            }
             Phase::Lingering { deadline, .. } => *deadline,
         }
     }
@@ -1613,9 +1738,9 @@ impl<F: Framing + Clone, O: Os> Server<F, O> {
         {
             return;
         }
-        let slots = &self.slots;
+        let (slots, loop_index) = (&self.slots, self.loop_index);
         self.timers.retain(|&Reverse((at, token))| {
-            let id = ConnId::from_token(token);
+            let id = ConnId::from_token(token, loop_index);
             slots
                 .get(id.index as usize)
                 .and_then(|s| s.conn.as_ref())
@@ -1624,12 +1749,13 @@ impl<F: Framing + Clone, O: Os> Server<F, O> {
     }
 
     fn expire_timers<H: Handler<F>>(&mut self, now: Instant, handler: &mut H) {
+        let loop_index = self.loop_index;
         while let Some(&Reverse((at, token))) = self.timers.peek() {
             if at > now {
                 break;
             }
             self.timers.pop();
-            let id = ConnId::from_token(token);
+            let id = ConnId::from_token(token, loop_index);
             let Some(conn) = self
                 .slots
                 .get_mut(id.index as usize)

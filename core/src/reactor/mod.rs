@@ -43,6 +43,7 @@
 //! [`SendError::Full`] above the high watermark.
 
 mod event_loop;
+mod loops;
 mod output;
 #[doc(hidden)]
 pub mod testing;
@@ -62,6 +63,7 @@ use crate::sys::ThreadId;
 
 pub use crate::sys::Endpoint;
 pub use event_loop::Server;
+pub use loops::{Loops, LoopsHandle, Sharing};
 
 use output::Output;
 
@@ -85,7 +87,8 @@ pub struct Config {
     /// [`FrameError::TooLong`].
     /// Default: 1 MiB.
     pub max_frame_len: usize,
-    /// Bytes asked for by one `read(2)`. Default: 64 KiB.
+    /// Bytes asked for by one `read(2)` (one buffer of this size serves every connection); at
+    /// most 64 MiB. Default: 64 KiB.
     pub read_chunk: usize,
     /// Bytes read from one connection per loop turn before the loop moves on to the others.
     /// A connection that is still readable goes on the ready list and is served next turn.
@@ -120,7 +123,7 @@ pub struct Config {
     pub recv_buffer_size: Option<usize>,
     /// Sets `TCP_NODELAY` on TCP connections. Default: `true`.
     pub nodelay: bool,
-    /// Events fetched per `epoll_wait`. Default: 1024.
+    /// Events fetched per `epoll_wait`; at most 1048576. Default: 1024.
     pub events_capacity: usize,
     /// A known-bad variant to run instead of the correct code (the kit only: it exists with
     /// the hidden `known-bad` cargo feature, which no release build enables).
@@ -182,7 +185,11 @@ impl Config {
             }
         };
         rule(self.max_frame_len > 0, "max_frame_len", "must be > 0")?;
-        rule(self.read_chunk > 0, "read_chunk", "must be > 0")?;
+        rule(
+            self.read_chunk > 0 && self.read_chunk <= MAX_READ_CHUNK,
+            "read_chunk",
+            "must be > 0 and <= 64 MiB",
+        )?;
         rule(self.fairness_budget > 0, "fairness_budget", "must be > 0")?;
         rule(
             self.low_watermark > 0 && self.low_watermark <= self.high_watermark,
@@ -192,9 +199,9 @@ impl Config {
         rule(self.max_connections > 0, "max_connections", "must be > 0")?;
         rule(self.events_capacity > 0, "events_capacity", "must be > 0")?;
         rule(
-            self.events_capacity <= i32::MAX as usize,
+            self.events_capacity <= MAX_EVENTS_CAPACITY,
             "events_capacity",
-            "must fit epoll_wait's int maxevents",
+            "must be <= 1048576",
         )?;
         rule(
             self.send_buffer_size.is_none_or(|n| n > 0),
@@ -214,6 +221,11 @@ impl Config {
         Ok(())
     }
 }
+
+/// The largest [`Config::read_chunk`]: the loop allocates one buffer of this size.
+const MAX_READ_CHUNK: usize = 64 * 1024 * 1024;
+/// The largest [`Config::events_capacity`] (12 bytes of buffer per event).
+const MAX_EVENTS_CAPACITY: usize = 1 << 20;
 
 /// A [`Config`] field that breaks its rule.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -290,6 +302,9 @@ pub enum KnownBad {
     /// Check the high watermark only between read passes (review bug 8): unsent output grows
     /// far past it within one pass.
     WatermarkBetweenPasses,
+    /// Register a listener shared by several loops without `EPOLLEXCLUSIVE` (EPOLL-NOTES 15,
+    /// "thunder" mode): every loop wakes for every connection, and all but one find nothing.
+    Thunder,
 }
 
 /// Names one connection for the lifetime of a loop; never reused.
@@ -299,6 +314,7 @@ pub enum KnownBad {
 /// kernel hands out the same fd number at once.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ConnId {
+    loop_index: u16,
     index: u32,
     generation: u32,
 }
@@ -307,6 +323,11 @@ impl ConnId {
     /// Generations live in 31 bits, so a connection token never has bit 63 set (the loop's
     /// own tokens do).
     const GENERATION_MASK: u32 = (1 << 31) - 1;
+
+    /// The loop this connection lives on (0 for a single [`Server`]; see [`crate::Loops`]).
+    pub fn loop_index(self) -> usize {
+        usize::from(self.loop_index)
+    }
 
     /// The slot index (reused after a close).
     pub fn index(self) -> u32 {
@@ -324,8 +345,9 @@ impl ConnId {
         (u64::from(self.generation) << 32) | u64::from(self.index)
     }
 
-    pub(crate) fn from_token(token: u64) -> ConnId {
+    pub(crate) fn from_token(token: u64, loop_index: u16) -> ConnId {
         ConnId {
+            loop_index,
             index: token as u32,
             generation: (token >> 32) as u32,
         }
@@ -334,13 +356,21 @@ impl ConnId {
 
 impl fmt::Debug for ConnId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "ConnId({}g{})", self.index, self.generation)
+        if self.loop_index == 0 {
+            write!(f, "ConnId({}g{})", self.index, self.generation)
+        } else {
+            write!(f, "ConnId(l{}.{}g{})", self.loop_index, self.index, self.generation)
+        }
     }
 }
 
 impl fmt::Display for ConnId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "conn {}g{}", self.index, self.generation)
+        if self.loop_index == 0 {
+            write!(f, "conn {}g{}", self.index, self.generation)
+        } else {
+            write!(f, "conn l{}.{}g{}", self.loop_index, self.index, self.generation)
+        }
     }
 }
 
@@ -483,6 +513,7 @@ pub(crate) struct StatCells {
     pub(crate) turns: AtomicU64,
     pub(crate) signals: AtomicU64,
     pub(crate) timer_entries: AtomicU64,
+    pub(crate) empty_accepts: AtomicU64,
 }
 
 impl StatCells {
@@ -524,6 +555,9 @@ pub struct Stats {
     /// Entries in the loop's timer heap when it last waited (a gauge: it stays within a
     /// constant factor of the open connections, however many have closed).
     pub timer_entries: u64,
+    /// Listener wake-ups whose first `accept` found nobody waiting (another loop of the group
+    /// took the client: the thundering herd that `EPOLLEXCLUSIVE` and `SO_REUSEPORT` avoid).
+    pub empty_accepts: u64,
 }
 
 /// The routing entry of one live connection, for [`LoopHandle::send_to`].
@@ -547,9 +581,29 @@ pub(crate) struct Shared {
     pub(crate) routes: Mutex<Vec<Option<Route>>>,
     /// The loop thread while `run` executes.
     pub(crate) loop_thread: Mutex<Option<ThreadId>>,
+    /// This loop's index among the loops of a [`crate::Loops`] (0 for a single [`Server`]).
+    pub(crate) loop_index: u16,
+    /// Every loop of the group, this one included, by index (set once, when the group is
+    /// built; empty for a single loop), so a handle on any loop can reach a connection on
+    /// any other.
+    pub(crate) siblings: std::sync::OnceLock<Vec<std::sync::Weak<Shared>>>,
+    /// Open connections on this loop (a gauge the group reads to balance accepting).
+    pub(crate) live: AtomicUsize,
 }
 
 impl Shared {
+    /// The loop with index `loop_index` of this loop's group (this loop itself for its own
+    /// index); `None` if there is no such loop, or it has been dropped.
+    pub(crate) fn sibling(self: &Arc<Shared>, loop_index: u16) -> Option<Arc<Shared>> {
+        if loop_index == self.loop_index {
+            return Some(Arc::clone(self));
+        }
+        self.siblings
+            .get()?
+            .get(usize::from(loop_index))?
+            .upgrade()
+    }
+
     /// As [`Config::bad`], for the handles.
     #[inline(always)]
     pub(crate) fn bad(&self, which: KnownBad) -> bool {
@@ -777,11 +831,15 @@ impl<F: Framing> LoopHandle<F> {
     /// As [`ConnHandle::send`]; an `id` whose connection has closed gets
     /// [`SendError::Closed`], even when a new connection occupies the same slot and fd number.
     pub fn send_to(&mut self, id: ConnId, msg: F::Message) -> Result<(), SendError<F::Message>> {
+        // A connection on another loop of the group is reached through that loop's table.
+        let owner = match self.shared.sibling(id.loop_index) {
+            Some(owner) => owner,
+            None => return Err(SendError::Closed(msg)),
+        };
         let (queue, conn, route_id) = {
-            let routes = self.shared.routes.lock().unwrap_or_else(|e| e.into_inner());
+            let routes = owner.routes.lock().unwrap_or_else(|e| e.into_inner());
             let route = routes.get(id.index as usize).and_then(Option::as_ref);
-            let matches =
-                |route: &&Route| route.id == id || self.shared.bad(KnownBad::NoGeneration);
+            let matches = |route: &&Route| route.id == id || owner.bad(KnownBad::NoGeneration);
             match route.filter(matches) {
                 Some(route) => (route.queue.clone(), Arc::clone(&route.conn), route.id),
                 None => return Err(SendError::Closed(msg)),
@@ -791,7 +849,7 @@ impl<F: Framing> LoopHandle<F> {
         if let Err(e) = self.framing.encode(&msg, &mut bytes) {
             return Err(SendError::Encode(msg, e));
         }
-        push_encoded(&self.shared, route_id, &queue, &conn, bytes, msg)
+        push_encoded(&owner, route_id, &queue, &conn, bytes, msg)
     }
 
     /// A snapshot of the loop's counters.
@@ -813,6 +871,7 @@ impl<F: Framing> LoopHandle<F> {
             turns: get(&s.turns),
             signals: get(&s.signals),
             timer_entries: get(&s.timer_entries),
+            empty_accepts: get(&s.empty_accepts),
         }
     }
 

@@ -490,6 +490,67 @@ fn stream_socket(family: libc::c_int) -> io::Result<OwnedFd> {
 /// in-progress connect completes when the socket turns writable, and [`take_error`] then tells
 /// whether it worked.
 fn connect(target: &Endpoint) -> io::Result<(OwnedFd, bool)> {
+    let (storage, family, len) = sockaddr_of(target)?;
+    let fd = stream_socket(family)?;
+    // SAFETY: `storage` holds a valid address of `family` in its first `len` bytes and outlives
+    // the call; `fd` is an open socket of that family.
+    let ret = unsafe {
+        libc::connect(
+            fd.as_raw_fd(),
+            (&storage as *const libc::sockaddr_storage).cast(),
+            len as libc::socklen_t,
+        )
+    };
+    match cvt(ret) {
+        Ok(_) => Ok((fd, false)),
+        // `EINTR` on a non-blocking connect also means the attempt continues in the background.
+        Err(e)
+            if e.raw_os_error() == Some(libc::EINPROGRESS)
+                || e.kind() == io::ErrorKind::Interrupted =>
+        {
+            Ok((fd, true))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// A TCP listener on `addr` with `SO_REUSEADDR` and `SO_REUSEPORT` set before `bind`, so
+/// several sockets (one per loop) can listen on one address and the kernel spreads new
+/// connections over them.
+fn listen_reuse_port(addr: SocketAddr, backlog: u32) -> io::Result<(OwnedFd, Endpoint)> {
+    let (storage, family, len) = sockaddr_of(&Endpoint::Tcp(addr))?;
+    let fd = stream_socket(family)?;
+    setsockopt_int(fd.as_fd(), libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
+    setsockopt_int(fd.as_fd(), libc::SOL_SOCKET, libc::SO_REUSEPORT, 1)?;
+    // SAFETY: `storage` holds a valid address of `family` in its first `len` bytes and outlives
+    // the call; `fd` is an open socket of that family.
+    cvt(unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            (&storage as *const libc::sockaddr_storage).cast(),
+            len as libc::socklen_t,
+        )
+    })?;
+    let backlog = backlog.min(libc::c_int::MAX as u32) as libc::c_int;
+    // SAFETY: `listen` takes no pointers; `fd` is a bound stream socket.
+    cvt(unsafe { libc::listen(fd.as_raw_fd(), backlog) })?;
+    // SAFETY: `sockaddr_storage` is plain old data, valid when zeroed.
+    let mut bound: libc::sockaddr_storage = unsafe { mem::zeroed() };
+    let mut bound_len = mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // SAFETY: `bound` has room for `bound_len` bytes and `bound_len` is a valid in/out pointer,
+    // both outliving the call; `fd` is an open socket.
+    cvt(unsafe {
+        libc::getsockname(
+            fd.as_raw_fd(),
+            (&mut bound as *mut libc::sockaddr_storage).cast(),
+            &mut bound_len,
+        )
+    })?;
+    Ok((fd, endpoint_from_storage(&bound, bound_len)))
+}
+
+/// `target` as a `sockaddr_storage`, with its family and the length to pass.
+fn sockaddr_of(target: &Endpoint) -> io::Result<(libc::sockaddr_storage, libc::c_int, usize)> {
     // SAFETY: `sockaddr_storage` is plain old data, valid when zeroed.
     let mut storage: libc::sockaddr_storage = unsafe { mem::zeroed() };
     let (family, len) = match target {
@@ -548,27 +609,7 @@ fn connect(target: &Endpoint) -> io::Result<(OwnedFd, bool)> {
             ));
         }
     };
-    let fd = stream_socket(family)?;
-    // SAFETY: `storage` holds a valid address of `family` in its first `len` bytes and outlives
-    // the call; `fd` is an open socket of that family.
-    let ret = unsafe {
-        libc::connect(
-            fd.as_raw_fd(),
-            (&storage as *const libc::sockaddr_storage).cast(),
-            len as libc::socklen_t,
-        )
-    };
-    match cvt(ret) {
-        Ok(_) => Ok((fd, false)),
-        // `EINTR` on a non-blocking connect also means the attempt continues in the background.
-        Err(e)
-            if e.raw_os_error() == Some(libc::EINPROGRESS)
-                || e.kind() == io::ErrorKind::Interrupted =>
-        {
-            Ok((fd, true))
-        }
-        Err(e) => Err(e),
-    }
+    Ok((storage, family, len))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -851,6 +892,16 @@ impl Os for Linux {
         }
     }
 
+    fn listen_reuse_port(&self, at: &Endpoint, backlog: u32) -> io::Result<(OwnedFd, Endpoint)> {
+        match at {
+            Endpoint::Tcp(addr) => listen_reuse_port(*addr, backlog),
+            Endpoint::Unix(_) => Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "SO_REUSEPORT applies to TCP listeners only",
+            )),
+        }
+    }
+
     fn accept(&self, listener: &OwnedFd) -> io::Result<(OwnedFd, Endpoint)> {
         accept(listener.as_fd())
     }
@@ -889,6 +940,34 @@ impl Os for Linux {
 
     fn set_linger_zero(&self, fd: &OwnedFd) -> io::Result<()> {
         set_linger_zero(fd.as_fd())
+    }
+
+    fn unsent_in_kernel(&self, fd: &OwnedFd) -> io::Result<usize> {
+        let mut queued: libc::c_int = 0;
+        // SAFETY: `TIOCOUTQ` (`SIOCOUTQ` for sockets) writes one `c_int` through the pointer,
+        // which points at a live `c_int`; `fd` is open.
+        cvt(unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCOUTQ, &mut queued) })?;
+        Ok(usize::try_from(queued).unwrap_or(0))
+    }
+
+    fn is_connected(&self, fd: &OwnedFd) -> io::Result<bool> {
+        // SAFETY: `sockaddr_storage` is plain old data, valid when zeroed.
+        let mut storage: libc::sockaddr_storage = unsafe { mem::zeroed() };
+        let mut len = mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        // SAFETY: `storage` has room for `len` bytes and `len` is a valid in/out pointer, both
+        // outliving the call; `fd` is open.
+        let ret = unsafe {
+            libc::getpeername(
+                fd.as_raw_fd(),
+                (&mut storage as *mut libc::sockaddr_storage).cast(),
+                &mut len,
+            )
+        };
+        match cvt(ret) {
+            Ok(_) => Ok(true),
+            Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     fn dup(&self, fd: &OwnedFd) -> io::Result<OwnedFd> {

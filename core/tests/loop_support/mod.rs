@@ -75,6 +75,29 @@ impl<F: Framing> Recorder<F> {
             rx,
         )
     }
+
+    /// `n` recorders (one per loop of a group) reporting to one receiver, each set up by
+    /// `setup`.
+    pub fn group(
+        n: usize,
+        echo: bool,
+        mut setup: impl FnMut(&mut Recorder<F>),
+    ) -> (Vec<Recorder<F>>, Receiver<Event<F>>) {
+        let (first, rx) = Recorder::new(echo);
+        let mut all = Vec::with_capacity(n);
+        for _ in 0..n {
+            let mut r = Recorder {
+                tx: first.tx.clone(),
+                echo,
+                close_on: None,
+                dup_fds: false,
+                on_msg: None,
+            };
+            setup(&mut r);
+            all.push(r);
+        }
+        (all, rx)
+    }
 }
 
 impl<F> Handler<F> for Recorder<F>
@@ -162,17 +185,46 @@ impl<F: Framing + Clone + Send + 'static, H: Handler<F> + Send + 'static> Runnin
         }
     }
 
+}
+
+impl<F: Framing + Clone + Send + 'static, H: Handler<F> + Send + 'static> Running<F, Vec<H>> {
+    /// Runs every loop of `group` on threads of its own, loop `i` with `handlers[i]`; `handle`
+    /// is loop 0's, whose shutdown shuts the whole group down.
+    pub fn spawn_group(group: refloop::Loops<F>, handlers: Vec<H>) -> Running<F, Vec<H>> {
+        let handle = group
+            .handle()
+            .loop_handle(0)
+            .expect("a group has a loop 0")
+            .clone();
+        let addr = group.local_addr().ok();
+        let (done_tx, done) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            // Dropped when `run` returns or unwinds, which is what `done` waits for.
+            let _done = done_tx;
+            let mut handlers: Vec<Option<H>> = handlers.into_iter().map(Some).collect();
+            group.run(|i| handlers[i].take().expect("one handler per loop"))
+        });
+        Running {
+            handle,
+            addr,
+            thread: Some(thread),
+            done,
+        }
+    }
+}
+
+impl<F: Framing + Clone, T> Running<F, T> {
     /// Shuts the loop down and returns its handler and the outcome of `run`.
     ///
     /// Panics, naming the hang, if the loop has not exited within [`WATCHDOG`].
-    pub fn stop(self) -> io::Result<H> {
+    pub fn stop(self) -> io::Result<T> {
         self.handle.shutdown();
         self.join()
     }
 
     /// Waits for the loop to exit by itself (after a shutdown asked elsewhere), within
     /// [`WATCHDOG`].
-    pub fn join(mut self) -> io::Result<H> {
+    pub fn join(mut self) -> io::Result<T> {
         let thread = self.thread.take().expect("joined once");
         wait_exit(&self.done, WATCHDOG);
         thread.join().expect("loop thread panicked")
