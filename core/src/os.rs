@@ -28,8 +28,8 @@ use crate::reactor::Endpoint;
 
 /// What an epoll registration asks to be told about.
 ///
-/// Every registration is edge-triggered (`EPOLLET`) and includes `EPOLLRDHUP`; `EPOLLHUP` and
-/// `EPOLLERR` are always reported.
+/// Every registration is edge-triggered (`EPOLLET`) and includes `EPOLLRDHUP` and `EPOLLPRI`;
+/// `EPOLLHUP` and `EPOLLERR` are always reported.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Interest {
     /// `EPOLLIN`.
@@ -70,6 +70,9 @@ pub struct Event {
     pub hup: bool,
     /// `EPOLLERR`: an error is pending; read it with [`Os::take_error`].
     pub error: bool,
+    /// `EPOLLPRI`: urgent (out-of-band) data; a read stops short at its mark, so a short read
+    /// no longer proves the receive queue empty.
+    pub priority: bool,
 }
 
 impl fmt::Display for Event {
@@ -81,6 +84,7 @@ impl fmt::Display for Event {
             (self.read_hup, "RDHUP"),
             (self.hup, "HUP"),
             (self.error, "ERR"),
+            (self.priority, "PRI"),
         ] {
             if on {
                 write!(f, " {name}")?;

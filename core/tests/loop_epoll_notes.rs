@@ -359,8 +359,9 @@ fn teeth_a_short_read_that_ignores_rdhup_never_sees_the_fin() {
 
 #[test]
 fn teeth_closing_at_once_on_rdhup_loses_the_replies() {
-    let (lines, eof, _) = half_close_echoes(KnownBad::CloseOnReadHup, PATIENCE);
-    assert!(eof);
+    // The variant closes with output pending, which the loop reports as a reset (no clean
+    // EOF): what matters is that replies are lost.
+    let (lines, _eof, _) = half_close_echoes(KnownBad::CloseOnReadHup, PATIENCE);
     assert!(
         lines < 301,
         "the bad variant drops pending output, got {lines} lines"

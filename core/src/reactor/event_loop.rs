@@ -1162,7 +1162,8 @@ impl<F: Framing + Clone, O: Os> Server<F, O> {
         }
         let readable = event.readable || event.read_hup || event.hup;
         // Without a FIN or error in this event, a short read proves the receive queue empty.
-        let short_read_drains = !(event.read_hup || event.hup || event.error)
+        // Nor with urgent data: a read stops short at the urgent mark (review finding R4).
+        let short_read_drains = !(event.read_hup || event.hup || event.error || event.priority)
             || self.config.bad(KnownBad::ShortReadIgnoresHangup);
         self.service(id, readable, short_read_drains, handler);
     }

@@ -1415,5 +1415,7 @@ pub(super) fn event(token: u64, flags: u32) -> Event {
         read_hup: flags & RDHUP != 0,
         hup: flags & HUP != 0,
         error: flags & ERR != 0,
+        // The sim has no urgent data.
+        priority: false,
     }
 }

@@ -70,7 +70,7 @@ fn epoll_ctl(
 ) -> io::Result<()> {
     let mut flags = libc::EPOLLET | libc::EPOLLRDHUP;
     if interest.readable {
-        flags |= libc::EPOLLIN;
+        flags |= libc::EPOLLIN | libc::EPOLLPRI;
     }
     if interest.writable {
         flags |= libc::EPOLLOUT;
@@ -164,6 +164,7 @@ impl Events {
             read_hup: has(libc::EPOLLRDHUP),
             hup: has(libc::EPOLLHUP),
             error: has(libc::EPOLLERR),
+            priority: has(libc::EPOLLPRI),
         }
     }
 }
