@@ -68,8 +68,7 @@ fn cross_thread_sends_are_accounted_exactly_once_while_connections_close_on_two_
     let mut spanned = false;
     for _ in 0..8 {
         let ids = sends_race_closes_exactly_once(addr, &rx);
-        if ids.iter().any(|id| id.loop_index() == 0) && ids.iter().any(|id| id.loop_index() == 1)
-        {
+        if ids.iter().any(|id| id.loop_index() == 0) && ids.iter().any(|id| id.loop_index() == 1) {
             spanned = true;
             break;
         }
@@ -85,7 +84,6 @@ fn sends_race_closes_exactly_once(
     addr: std::net::SocketAddr,
     rx: &mpsc::Receiver<Event<Lines>>,
 ) -> Vec<ConnId> {
-
     // Each peer reads everything; after 50 lines it asks the loop to close the connection,
     // while the senders are still going, then reads on until EOF.
     let mut peers = Vec::new();

@@ -375,7 +375,7 @@ fn max_unsent_within_a_pass(known_bad: KnownBad, factor: usize) -> usize {
     let burst = line.repeat(192 * 1024 / 63);
     // The kernel takes what its buffers hold; the loop pauses reading, so the rest may block.
     stream.set_nonblocking(true).unwrap();
-    let mut offered = &burst.as_bytes()[..];
+    let mut offered = burst.as_bytes();
     while !offered.is_empty() {
         match stream.write(offered) {
             Ok(n) => offered = &offered[n..],

@@ -1575,10 +1575,7 @@ impl<F: Framing + Clone, O: Os> Server<F, O> {
                 unsent_bytes += bytes.len();
             }
         }
-        let peer_gone = matches!(
-            reason,
-            DisconnectReason::Reset | DisconnectReason::Error(_)
-        );
+        let peer_gone = matches!(reason, DisconnectReason::Reset | DisconnectReason::Error(_));
         if unsent_bytes > 0 && !peer_gone {
             // The loop gives up on output it accepted: reset the connection, so the peer can
             // tell its reply was cut (a FIN would read as a complete reply), and count what

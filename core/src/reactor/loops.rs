@@ -143,7 +143,10 @@ impl<F: Framing + Clone, O: Os> Loops<F, O> {
                 // Every other loop binds the port the first one got (port 0 picks one).
                 let mut fds = vec![first];
                 for _ in 1..self.servers.len() {
-                    fds.push(os.listen_reuse_port(&Endpoint::Tcp(bound), LISTEN_BACKLOG)?.0);
+                    fds.push(
+                        os.listen_reuse_port(&Endpoint::Tcp(bound), LISTEN_BACKLOG)?
+                            .0,
+                    );
                 }
                 for (server, fd) in self.servers.iter_mut().zip(fds) {
                     server.add_listener(fd, Endpoint::Tcp(bound), None, false)?;

@@ -359,7 +359,11 @@ impl fmt::Debug for ConnId {
         if self.loop_index == 0 {
             write!(f, "ConnId({}g{})", self.index, self.generation)
         } else {
-            write!(f, "ConnId(l{}.{}g{})", self.loop_index, self.index, self.generation)
+            write!(
+                f,
+                "ConnId(l{}.{}g{})",
+                self.loop_index, self.index, self.generation
+            )
         }
     }
 }
@@ -369,7 +373,11 @@ impl fmt::Display for ConnId {
         if self.loop_index == 0 {
             write!(f, "conn {}g{}", self.index, self.generation)
         } else {
-            write!(f, "conn l{}.{}g{}", self.loop_index, self.index, self.generation)
+            write!(
+                f,
+                "conn l{}.{}g{}",
+                self.loop_index, self.index, self.generation
+            )
         }
     }
 }
@@ -598,10 +606,7 @@ impl Shared {
         if loop_index == self.loop_index {
             return Some(Arc::clone(self));
         }
-        self.siblings
-            .get()?
-            .get(usize::from(loop_index))?
-            .upgrade()
+        self.siblings.get()?.get(usize::from(loop_index))?.upgrade()
     }
 
     /// As [`Config::bad`], for the handles.

@@ -184,7 +184,6 @@ impl<F: Framing + Clone + Send + 'static, H: Handler<F> + Send + 'static> Runnin
             done,
         }
     }
-
 }
 
 impl<F: Framing + Clone + Send + 'static, H: Handler<F> + Send + 'static> Running<F, Vec<H>> {
