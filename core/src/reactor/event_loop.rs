@@ -37,6 +37,8 @@ const TIMER_SLACK: usize = 64;
 struct Listener<O: Os> {
     fd: O::Fd,
     local: Endpoint,
+    /// Shared with the other loops of a group through `EPOLLEXCLUSIVE`.
+    exclusive: bool,
     /// A Unix socket path this server created, and the identity of the file it created there:
     /// the file is removed when the listener goes, but only if it is still that file.
     unix_path: Option<(PathBuf, u64)>,
@@ -535,6 +537,7 @@ impl<F: Framing + Clone, O: Os> Server<F, O> {
         let listener = Listener {
             fd,
             local,
+            exclusive,
             unix_path,
             os: self.os.clone(),
         };
@@ -678,7 +681,16 @@ impl<F: Framing + Clone, O: Os> Server<F, O> {
                     self.on_wake(handler);
                 } else if event.token & LISTENER_BIT != 0 {
                     let index = (event.token & !LISTENER_BIT) as usize;
-                    self.accept_all(index, true, handler);
+                    match self.less_loaded_sibling(index) {
+                        // Woken for a client another loop should take: hand it over (its
+                        // accept drains the shared backlog; no new edge is needed).
+                        Some(sibling) => {
+                            if sibling.command(Command::Accept(index)).is_err() {
+                                self.accept_all(index, true, handler);
+                            }
+                        }
+                        None => self.accept_all(index, true, handler),
+                    }
                 } else {
                     self.on_conn_event(event, handler);
                 }
@@ -786,6 +798,7 @@ impl<F: Framing + Clone, O: Os> Server<F, O> {
                 Command::Ready(id) => self.drain_send_queue(id, handler),
                 Command::Shutdown => self.begin_shutdown(handler),
                 Command::Connect(target) => self.start_connect(target, handler),
+                Command::Accept(index) => self.accept_all(index, false, handler),
             }
         }
         self.command_buf = commands;
@@ -932,6 +945,30 @@ impl<F: Framing + Clone, O: Os> Server<F, O> {
                 }
             }
         }
+    }
+
+    /// For a shared `EPOLLEXCLUSIVE` listener: the least loaded other loop of the group, if
+    /// this one holds clearly more connections (by an eighth, and at least two). The kernel
+    /// wakes exclusive waiters in registration order, which otherwise gives the first loop
+    /// most of the clients.
+    fn less_loaded_sibling(&self, index: usize) -> Option<Arc<Shared>> {
+        if !self.listeners.get(index)?.exclusive
+            || self.config.bad(KnownBad::NoAcceptBalance)
+            || self.config.bad(KnownBad::Thunder)
+        {
+            return None;
+        }
+        let siblings = self.shared.siblings.get()?;
+        let slack = (self.live / 8).max(2);
+        siblings
+            .iter()
+            .filter_map(std::sync::Weak::upgrade)
+            .filter(|s| !Arc::ptr_eq(s, &self.shared))
+            // Relaxed: a gauge; a stale value only makes the balance a little less even.
+            .map(|s| (s.live.load(Ordering::Relaxed), s))
+            .filter(|(live, _)| live + slack < self.live && *live < self.config.max_connections)
+            .min_by_key(|(live, _)| *live)
+            .map(|(_, s)| s)
     }
 
     /// Accepting fails for a passing reason: try again in [`ACCEPT_RETRY_DELAY`], on the

@@ -303,8 +303,12 @@ pub enum KnownBad {
     /// far past it within one pass.
     WatermarkBetweenPasses,
     /// Register a listener shared by several loops without `EPOLLEXCLUSIVE` (EPOLL-NOTES 15,
-    /// "thunder" mode): every loop wakes for every connection, and all but one find nothing.
+    /// "thunder" mode, and without the hand-over to a less loaded loop): every loop wakes for
+    /// every connection, and all but one find nothing.
     Thunder,
+    /// Never hand a client of a shared `EPOLLEXCLUSIVE` listener to a less loaded loop: the
+    /// kernel's wake-up order then gives one loop most of the connections.
+    NoAcceptBalance,
 }
 
 /// Names one connection for the lifetime of a loop; never reused.
@@ -502,6 +506,9 @@ pub(crate) enum Command {
     Shutdown,
     /// Start an outbound connect.
     Connect(Endpoint),
+    /// Accept from shared listener `i`: a busier loop of the group was woken for it and
+    /// handed the client over (balancing under `EPOLLEXCLUSIVE`).
+    Accept(usize),
 }
 
 /// Counters the loop keeps, readable from any thread through [`LoopHandle::stats`].

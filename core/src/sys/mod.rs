@@ -68,15 +68,21 @@ fn epoll_ctl(
     token: u64,
     interest: Interest,
 ) -> io::Result<()> {
-    let mut flags = libc::EPOLLET | libc::EPOLLRDHUP;
+    // `EPOLLEXCLUSIVE` allows only `EPOLLIN`, `EPOLLOUT`, `EPOLLWAKEUP` and `EPOLLET` beside it
+    // (`epoll_ctl(2)`: EINVAL otherwise); it is only used for listeners, which need no more.
+    let mut flags = if interest.exclusive {
+        libc::EPOLLET | libc::EPOLLEXCLUSIVE
+    } else {
+        libc::EPOLLET | libc::EPOLLRDHUP
+    };
     if interest.readable {
-        flags |= libc::EPOLLIN | libc::EPOLLPRI;
+        flags |= libc::EPOLLIN;
+        if !interest.exclusive {
+            flags |= libc::EPOLLPRI;
+        }
     }
     if interest.writable {
         flags |= libc::EPOLLOUT;
-    }
-    if interest.exclusive {
-        flags |= libc::EPOLLEXCLUSIVE;
     }
     // The flag constants are `c_int`s whose bits we keep as they are.
     let mut event = libc::epoll_event {
