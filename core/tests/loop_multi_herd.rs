@@ -111,9 +111,10 @@ fn an_exclusive_listener_wakes_one_loop_per_connection_and_the_thunder_variant_w
         balanced < 1.7,
         "the hand-over costs at most one extra wake-up per handed client: {balanced:.2}"
     );
-    // Teeth: the herd wakes both loops for every client.
+    // Teeth: the herd wakes both loops for most clients (measured 1.78 to 1.83 in five of six
+    // runs, 1.47 in one: a loop that is still running when the client arrives is not woken).
     assert!(
-        thunder >= 1.7 && thunder >= exclusive + 0.5,
+        thunder >= 1.3 && thunder >= exclusive + 0.25,
         "without EPOLLEXCLUSIVE both idle loops wake for each client: {thunder:.2} against {exclusive:.2}"
     );
 }
