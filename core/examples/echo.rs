@@ -2,9 +2,11 @@
 //! encoded with the same framing.
 //!
 //! ```text
-//! cargo run --release -p refloop --example echo -- --addr 127.0.0.1:0 --framing length|lines [--max-frame N]
+//! cargo run --release -p refloop --example echo -- --addr 127.0.0.1:0 --framing length|lines [--max-frame N] [--loops N] [--sharing reuseport|exclusive]
 //! ```
 //!
+//! `--loops N` runs N loops on N threads sharing the address (default 1: one loop on the main
+//! thread); `--sharing` picks how (default `reuseport`, one `SO_REUSEPORT` listener per loop).
 //! The first line of stdout is `listening on <addr>`. `SIGINT` or `SIGTERM` shuts the loop down
 //! gracefully (pending echoes are flushed) and the process exits with status 0.
 
@@ -12,16 +14,19 @@ use std::io::{self, Write};
 use std::process::ExitCode;
 
 use refloop::framing::{Framing, LengthPrefixed, Lines};
-use refloop::{Config, Conn, ConnId, Disconnect, DisconnectReason, Handler, Server};
+use refloop::{
+    Config, Conn, ConnId, Disconnect, DisconnectReason, Handler, Loops, Server, Sharing,
+};
 
-const USAGE: &str =
-    "usage: echo --addr HOST:PORT --framing length|lines [--max-frame N] [--unix PATH]";
+const USAGE: &str = "usage: echo --addr HOST:PORT --framing length|lines [--max-frame N] [--unix PATH] [--loops N] [--sharing reuseport|exclusive]";
 
 struct Args {
     addr: Option<String>,
     unix: Option<String>,
     framing: String,
     max_frame: usize,
+    loops: usize,
+    sharing: Sharing,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -30,6 +35,8 @@ fn parse_args() -> Result<Args, String> {
         unix: None,
         framing: String::new(),
         max_frame: 8 * 1024 * 1024,
+        loops: 1,
+        sharing: Sharing::ReusePort,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -41,6 +48,20 @@ fn parse_args() -> Result<Args, String> {
             "--max-frame" => {
                 let v = value()?;
                 args.max_frame = v.parse().map_err(|e| format!("--max-frame {v}: {e}"))?;
+            }
+            "--loops" => {
+                let v = value()?;
+                args.loops = v.parse().map_err(|e| format!("--loops {v}: {e}"))?;
+                if args.loops == 0 {
+                    return Err("--loops must be at least 1".to_string());
+                }
+            }
+            "--sharing" => {
+                args.sharing = match value()?.as_str() {
+                    "reuseport" => Sharing::ReusePort,
+                    "exclusive" => Sharing::Exclusive,
+                    other => return Err(format!("unknown --sharing {other:?}")),
+                }
             }
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown argument {other}")),
@@ -77,11 +98,14 @@ impl<F: Framing + Clone> Handler<F> for Echo {
     }
 }
 
-fn serve<F: Framing + Clone>(args: &Args, framing: F) -> io::Result<()> {
+fn serve<F: Framing + Clone + Send>(args: &Args, framing: F) -> io::Result<()> {
     let config = Config {
         max_frame_len: args.max_frame,
         ..Config::default()
     };
+    if args.loops > 1 {
+        return serve_loops(args, framing, config);
+    }
     let mut server = Server::new(framing, config)?;
     let local = match (&args.addr, &args.unix) {
         (Some(addr), _) => server.listen(addr.as_str())?.to_string(),
@@ -97,6 +121,30 @@ fn serve<F: Framing + Clone>(args: &Args, framing: F) -> io::Result<()> {
     stdout.flush()?;
     drop(stdout);
     server.run(Echo)?;
+    Ok(())
+}
+
+/// `--loops N`: a group of loops sharing the address.
+fn serve_loops<F: Framing + Clone + Send>(
+    args: &Args,
+    framing: F,
+    config: Config,
+) -> io::Result<()> {
+    let mut group = Loops::new(args.loops, framing, config)?;
+    let local = match (&args.addr, &args.unix) {
+        (Some(addr), _) => group.listen(addr.as_str(), args.sharing)?.to_string(),
+        (None, Some(path)) => {
+            group.listen_unix(path)?;
+            path.clone()
+        }
+        (None, None) => unreachable!("parse_args requires one of them"),
+    };
+    group.shutdown_on_termination_signals()?;
+    let mut stdout = io::stdout().lock();
+    writeln!(stdout, "listening on {local}")?;
+    stdout.flush()?;
+    drop(stdout);
+    group.run(|_| Echo)?;
     Ok(())
 }
 

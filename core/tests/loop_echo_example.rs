@@ -9,12 +9,16 @@ use std::time::Duration;
 /// The echo example binary next to this test binary (`cargo test` builds examples), built on
 /// demand when only this test target was built.
 fn echo_binary() -> PathBuf {
+    example_binary("echo")
+}
+
+fn example_binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
     let profile_dir = exe
         .parent()
         .and_then(|deps| deps.parent())
         .expect("target/<profile>");
-    let path = profile_dir.join("examples").join("echo");
+    let path = profile_dir.join("examples").join(name);
     if !path.exists() {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
         let profile = profile_dir
@@ -22,12 +26,12 @@ fn echo_binary() -> PathBuf {
             .and_then(|p| p.to_str())
             .unwrap_or("debug");
         let mut build = Command::new(cargo);
-        build.args(["build", "-p", "refloop", "--example", "echo"]);
+        build.args(["build", "-p", "refloop", "--example", name]);
         if profile == "release" {
             build.arg("--release");
         }
         let status = build.status().expect("run cargo build");
-        assert!(status.success(), "building the echo example failed");
+        assert!(status.success(), "building the {name} example failed");
     }
     path
 }
@@ -39,11 +43,23 @@ struct Echo {
 }
 
 fn start_echo(framing: &str, max_frame: Option<usize>) -> Echo {
-    let mut cmd = Command::new(echo_binary());
-    cmd.args(["--addr", "127.0.0.1:0", "--framing", framing]);
-    if let Some(max) = max_frame {
-        cmd.args(["--max-frame", &max.to_string()]);
+    start_echo_with(framing, max_frame, &[])
+}
+
+fn start_echo_with(framing: &str, max_frame: Option<usize>, extra: &[&str]) -> Echo {
+    let mut args = vec!["--addr", "127.0.0.1:0", "--framing", framing];
+    let max = max_frame.map(|m| m.to_string());
+    if let Some(max) = &max {
+        args.extend(["--max-frame", max.as_str()]);
     }
+    args.extend(extra);
+    start_example("echo", &args)
+}
+
+/// Starts example `name` with `args` and reads its `listening on <addr>` line.
+fn start_example(name: &str, args: &[&str]) -> Echo {
+    let mut cmd = Command::new(example_binary(name));
+    cmd.args(args);
     let mut child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -192,6 +208,45 @@ fn echo_example_echoes_lines_from_many_clients_and_exits_cleanly_on_sigint() {
     assert_eq!(python(LINES_CLIENT, &echo.addr).trim(), "ok 8");
     let (code, stderr) = echo.stop_with("INT");
     assert_eq!(code, Some(0), "exit status after SIGINT; stderr: {stderr}");
+}
+
+#[test]
+fn echo_example_with_two_loops_echoes_from_many_clients_and_exits_cleanly_on_sigterm() {
+    for sharing in ["reuseport", "exclusive"] {
+        let echo = start_echo_with("lines", None, &["--loops", "2", "--sharing", sharing]);
+        assert_eq!(python(LINES_CLIENT, &echo.addr).trim(), "ok 8", "{sharing}");
+        let (code, stderr) = echo.stop_with("TERM");
+        assert_eq!(
+            code,
+            Some(0),
+            "{sharing}: exit status after SIGTERM; stderr: {stderr}"
+        );
+    }
+}
+
+const CHAT_CLIENTS: &str = r#"
+import socket, sys
+host, port = sys.argv[1].rsplit(":", 1)
+clients = [socket.create_connection((host, int(port)), timeout=10) for _ in range(8)]
+readers = [c.makefile("rb") for c in clients]
+# Each client joins and waits for its own join line: then it is registered on its loop.
+for i, (c, f) in enumerate(zip(clients, readers)):
+    c.sendall(b"join %d\n" % i)
+    while not f.readline().endswith(b": join %d\n" % i):
+        pass
+clients[0].sendall(b"hello everyone\n")
+for f in readers:
+    while not f.readline().endswith(b": hello everyone\n"):
+        pass
+print("ok", len(clients))
+"#;
+
+#[test]
+fn chat_example_delivers_every_line_to_every_client_on_every_loop() {
+    let chat = start_example("chat", &["--addr", "127.0.0.1:0", "--loops", "2"]);
+    assert_eq!(python(CHAT_CLIENTS, &chat.addr).trim(), "ok 8");
+    let (code, stderr) = chat.stop_with("TERM");
+    assert_eq!(code, Some(0), "exit status after SIGTERM; stderr: {stderr}");
 }
 
 #[test]
