@@ -1,6 +1,6 @@
 //! The few kernel calls the harness needs that std does not offer: epoll for the load
-//! generator, `setrlimit` to open 10,000 connections, `kill` to stop servers gracefully, and the
-//! clock tick rate for reading `/proc/<pid>/stat`.
+//! generator, `setrlimit` to open 10,000 connections, `kill` to stop servers gracefully, the
+//! clock tick rate for reading `/proc/<pid>/stat`, and an eventfd for the queue benchmark.
 //!
 //! This is the only module of the bench crate that names `libc` or contains `unsafe`.
 #![allow(unsafe_code)]
@@ -204,4 +204,63 @@ pub fn page_size() -> u64 {
     // SAFETY: `sysconf` takes no pointers and has no preconditions.
     let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
     u64::try_from(size).ok().filter(|s| *s > 0).unwrap_or(4096)
+}
+
+/// A blocking eventfd (`eventfd(2)` without `EFD_NONBLOCK`): the wake-up the queue benchmark's
+/// eventfd pattern uses, as the loop does.
+#[derive(Debug)]
+pub struct EventFd {
+    fd: OwnedFd,
+}
+
+impl EventFd {
+    /// A fresh eventfd with a zero counter.
+    ///
+    /// # Errors
+    ///
+    /// Returns the `eventfd` error.
+    pub fn new() -> io::Result<EventFd> {
+        // SAFETY: `eventfd` takes no pointers; the returned fd is wrapped at once.
+        let fd = cvt(unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) })?;
+        // SAFETY: `fd` was just returned by `eventfd` and is owned by nobody else.
+        Ok(EventFd {
+            fd: unsafe { OwnedFd::from_raw_fd(fd) },
+        })
+    }
+
+    /// `write(fd, 1)`: adds one to the counter, waking a blocked reader.
+    ///
+    /// # Errors
+    ///
+    /// Returns the `write` error.
+    pub fn signal(&self) -> io::Result<()> {
+        let one: u64 = 1;
+        // SAFETY: `one` is 8 readable bytes that outlive the call; the fd is live.
+        let n = unsafe { libc::write(self.fd.as_raw_fd(), (&one as *const u64).cast(), 8) };
+        if n == 8 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+
+    /// `read(fd)`: blocks until the counter is non-zero, then takes and resets it.
+    ///
+    /// # Errors
+    ///
+    /// Returns the `read` error (after retrying `EINTR`).
+    pub fn wait(&self) -> io::Result<u64> {
+        loop {
+            let mut count: u64 = 0;
+            // SAFETY: `count` is 8 writable bytes that outlive the call; the fd is live.
+            let n = unsafe { libc::read(self.fd.as_raw_fd(), (&mut count as *mut u64).cast(), 8) };
+            if n == 8 {
+                return Ok(count);
+            }
+            let err = io::Error::last_os_error();
+            if err.kind() != io::ErrorKind::Interrupted {
+                return Err(err);
+            }
+        }
+    }
 }

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use refloop_bench::framing_bench::{DecodeImpl, Kind, Stream};
 use refloop_bench::kit;
 use refloop_bench::loadgen::{self, LoadConfig, Wire};
-use refloop_bench::queue_bench::QueueImpl;
+use refloop_bench::queue_bench::{Pattern, QueueImpl, SPIN_BEFORE_YIELD};
 use refloop_bench::report::{median_cell, ratio_cell, replace_section, si, Table};
 use refloop_bench::server::{parse_strace_summary, ServerCmd};
 use refloop_bench::stats::{Goal, PairedRatio, Samples};
@@ -36,7 +36,7 @@ OPTIONS:
   --refloop-echo PATH  drive this server binary as `refloop` instead of building the
                        `echo` example (for example a build with a change under test)
   --profile CASE       run one case once, for `valgrind --tool=callgrind`; CASE is one of
-                         queue:refloop|crossbeam|std:PRODUCERS[:PER_PRODUCER]
+                         queue:refloop|crossbeam|std:spin|eventfd|blocking:PRODUCERS[:PER_PRODUCER]
                          framing:refloop|tokio:length|lines:PAYLOAD:CHUNK[:BYTES]
                          load:ADDR:CONNS[:SECONDS[:THREADS]]  (drives a server you started yourself,
                            for example under callgrind, with `--framing length`)
@@ -330,18 +330,30 @@ fn conditions(opts: &Opts, started_at: &str, load_before: &str, took: Duration) 
 fn queue_section(opts: &Opts) -> String {
     let runs = opts.runs();
     let per = 1_000_000u64;
-    let producer_counts = [1usize, 2, 4];
-    println!("== send queue: {runs} runs x {{1,2,4}} producers x 1M messages, interleaved");
-    // results[p][impl] = msgs/s samples.
-    let mut results: Vec<Vec<Samples>> = vec![vec![Samples::new(); 3]; producer_counts.len()];
+    let producer_counts = [1usize, 2, 4, 8];
+    println!(
+        "== send queue: {runs} runs x {{spin, eventfd, blocking}} x {{1,2,4,8}} producers x 1M messages, interleaved"
+    );
+    // results[pattern][p][impl] = (msgs/s samples, wakes per 1000 messages samples).
+    let mut results: Vec<Vec<Vec<(Samples, Samples)>>> = Pattern::ALL
+        .iter()
+        .map(|pat| {
+            vec![vec![(Samples::new(), Samples::new()); pat.impls().len()]; producer_counts.len()]
+        })
+        .collect();
     for r in 0..runs {
-        for (pi, &p) in producer_counts.iter().enumerate() {
-            for k in 0..3 {
-                // Rotate the order every run, so no implementation always runs first.
-                let ii = (k + r) % 3;
-                let imp = QueueImpl::ALL[ii];
-                let d = imp.run(p, per);
-                results[pi][ii].push((per * p as u64) as f64 / d.as_secs_f64());
+        for (ti, pattern) in Pattern::ALL.into_iter().enumerate() {
+            let impls = pattern.impls();
+            for (pi, &p) in producer_counts.iter().enumerate() {
+                for k in 0..impls.len() {
+                    // Rotate the order every run, so no implementation always runs first.
+                    let ii = (k + r) % impls.len();
+                    let stats = impls[ii].run(pattern, p, per);
+                    let total = (per * p as u64) as f64;
+                    let cell = &mut results[ti][pi][ii];
+                    cell.0.push(total / stats.elapsed.as_secs_f64());
+                    cell.1.push(stats.wakes as f64 * 1000.0 / total);
+                }
             }
         }
         eprint!(".");
@@ -349,40 +361,64 @@ fn queue_section(opts: &Opts) -> String {
     eprintln!();
     let goal = Goal::AtLeast(1.2);
     let mut t = Table::new(&[
+        "consumer",
         "producers",
         "refloop msgs/s",
         "crossbeam msgs/s",
-        "std mpsc msgs/s",
         "refloop/crossbeam",
         "goal >= 1.20x",
+        "eventfd writes / 1000 msgs (refloop, crossbeam)",
+        "std mpsc msgs/s",
         "refloop/std",
     ]);
-    for (pi, &p) in producer_counts.iter().enumerate() {
-        let rs = &results[pi];
-        let vs_cb = PairedRatio::of(&rs[0], &rs[1]);
-        let vs_std = PairedRatio::of(&rs[0], &rs[2]);
-        t.row(vec![
-            p.to_string(),
-            median_cell(&rs[0], si),
-            median_cell(&rs[1], si),
-            median_cell(&rs[2], si),
-            ratio_cell(&vs_cb.pairs),
-            goal.judge(&vs_cb).label().to_string(),
-            ratio_cell(&vs_std.pairs),
-        ]);
+    for (ti, pattern) in Pattern::ALL.into_iter().enumerate() {
+        for (pi, &p) in producer_counts.iter().enumerate() {
+            let rs = &results[ti][pi];
+            let vs_cb = PairedRatio::of(&rs[0].0, &rs[1].0);
+            let wakes = if pattern == Pattern::Eventfd {
+                format!(
+                    "{:.1}, {:.1}",
+                    rs[0].1.median().unwrap_or(0.0),
+                    rs[1].1.median().unwrap_or(0.0)
+                )
+            } else {
+                String::new()
+            };
+            let (std_cell, vs_std_cell) = match rs.get(2) {
+                Some(std) => (
+                    median_cell(&std.0, si),
+                    ratio_cell(&PairedRatio::of(&rs[0].0, &std.0).pairs),
+                ),
+                None => (String::new(), String::new()),
+            };
+            t.row(vec![
+                pattern.name().to_string(),
+                p.to_string(),
+                median_cell(&rs[0].0, si),
+                median_cell(&rs[1].0, si),
+                ratio_cell(&vs_cb.pairs),
+                goal.judge(&vs_cb).label().to_string(),
+                wakes,
+                std_cell,
+                vs_std_cell,
+            ]);
+        }
     }
     let mut s = String::new();
     let _ = writeln!(s, "Each producer pushes 1,000,000 `u64` messages; one consumer checks every producer's order and count.");
-    let _ = writeln!(s, "refloop's consumer drains the whole queue per step (yielding when empty); the peers' consumers call blocking `recv`.");
+    let _ = writeln!(s, "Consumers (`bench/src/queue_bench.rs`):");
+    let _ = writeln!(s, "- `spin`: non-blocking batch drains in a spin loop, refloop `drain()` against crossbeam `try_iter()`, both yielding after {SPIN_BEFORE_YIELD} empty polls in a row.");
+    let _ = writeln!(s, "- `eventfd`: the loop's pattern, blocked in `read(eventfd)`, then one drain of everything; refloop's producers write the eventfd on `Wake::Needed`, crossbeam's when they set a clear libuv-style pending flag (which the consumer clears before draining).");
+    let _ = writeln!(s, "- `blocking`: refloop drains, yielding when empty; crossbeam and std call blocking `recv`.");
     let _ = writeln!(
         s,
-        "{runs} interleaved runs; the order of the three implementations rotates every run."
+        "{runs} interleaved runs; the order of the implementations rotates every run."
     );
     let _ = writeln!(s);
     s.push_str(&t.to_markdown());
     let _ = writeln!(s);
     let _ = writeln!(s, "Reproduce: `cargo xtask bench --only queue`.");
-    let _ = writeln!(s, "Profile: `valgrind --tool=callgrind target/release/bench --profile queue:refloop:4:200000` (then `callgrind_annotate`).");
+    let _ = writeln!(s, "Profile: `valgrind --tool=callgrind target/release/bench --profile queue:refloop:spin:1:1000000` (then `callgrind_annotate`).");
     s
 }
 
@@ -1202,21 +1238,35 @@ fn profile(case: &str) -> Result<(), String> {
         })
     };
     match parts.as_slice() {
-        ["queue", imp, ..] => {
+        ["queue", imp, pattern, ..] => {
             let imp = match *imp {
                 "refloop" => QueueImpl::Refloop,
                 "crossbeam" => QueueImpl::Crossbeam,
                 "std" => QueueImpl::StdMpsc,
                 other => return Err(format!("unknown queue {other:?}")),
             };
-            let producers = num(2, 4)?;
-            let per = num(3, 1_000_000)? as u64;
-            let d = imp.run(producers, per);
+            let pattern = Pattern::parse(pattern).ok_or_else(|| {
+                format!("unknown consumer {pattern:?}, expected spin, eventfd or blocking")
+            })?;
+            if !pattern.impls().contains(&imp) {
+                return Err(format!(
+                    "{} does not run in the {} pattern",
+                    imp.name(),
+                    pattern.name()
+                ));
+            }
+            let producers = num(3, 4)?;
+            let per = num(4, 1_000_000)? as u64;
+            let stats = imp.run(pattern, producers, per);
+            let total = per * producers as u64;
             println!(
-                "{} {producers} producers x {per}: {:?}, {} msgs/s",
+                "{} {} {producers} producers x {per}: {:?}, {} msgs/s, {} batches, {} eventfd writes",
                 imp.name(),
-                d,
-                si((per * producers as u64) as f64 / d.as_secs_f64())
+                pattern.name(),
+                stats.elapsed,
+                si(total as f64 / stats.elapsed.as_secs_f64()),
+                stats.batches,
+                stats.wakes
             );
             Ok(())
         }
