@@ -94,6 +94,8 @@ pub struct RunStats {
     /// Times the consumer took messages: drains, `try_iter` sweeps or `recv` calls that
     /// returned something.
     pub batches: u64,
+    /// Times the consumer looked for messages, with or without finding any.
+    pub polls: u64,
 }
 
 impl QueueImpl {
@@ -226,8 +228,10 @@ where
     let mut checker = Checker::new(producers);
     barrier.wait();
     let start = Instant::now();
+    let mut polls = 0u64;
     while checker.received < total {
         consume(&mut checker);
+        polls += 1;
     }
     let elapsed = start.elapsed();
     for h in handles {
@@ -238,6 +242,7 @@ where
         elapsed,
         wakes: 0,
         batches: checker.batches,
+        polls,
     }
 }
 

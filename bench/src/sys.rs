@@ -223,9 +223,8 @@ impl EventFd {
         // SAFETY: `eventfd` takes no pointers; the returned fd is wrapped at once.
         let fd = cvt(unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) })?;
         // SAFETY: `fd` was just returned by `eventfd` and is owned by nobody else.
-        Ok(EventFd {
-            fd: unsafe { OwnedFd::from_raw_fd(fd) },
-        })
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        Ok(EventFd { fd })
     }
 
     /// `write(fd, 1)`: adds one to the counter, waking a blocked reader.

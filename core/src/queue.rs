@@ -8,26 +8,30 @@
 //! (`sync/mpsc/list.rs`), cut down to one consumer that never pops item by item, the way
 //! cordyceps' `TransferStack` (a Treiber push plus a take-all) never pops:
 //!
-//! - The **tail word** packs the next free position with two flags, `EMPTY` and `CLOSED`.
+//! - The **tail word** packs the next free position with a `CLOSED` flag.
 //!   A producer claims position `p` with one CAS of the tail word from `p` to `p + 1`.
-//!   The same CAS clears `EMPTY`, so the push learns atomically whether it found the queue
-//!   empty: that is the [`Wake`] hint.
+//!   Only producers write it while the queue is open: the consumer never touches it to drain,
+//!   and writes it once, to close.
 //! - Positions map onto blocks of `BLOCK_CAP` slots; position `p` lives in slot `p % LAP` of its
 //!   block, where `LAP = BLOCK_CAP + 1`.
 //!   Offset `BLOCK_CAP` of every lap is a sentinel that holds no item: the producer that claims a
 //!   block's last slot links the next block and then steps the tail over the sentinel; other
 //!   producers wait at the sentinel for that short step.
 //! - The producer writes its item into its slot and publishes it by swapping the slot's
-//!   **stamp** to "published at `p`" with `Release`.
+//!   **stamp** to "published at `p`" with `Release`; the swap returns the stamp it replaced.
 //! - [`Consumer::drain`] reads published slots in position order, which is the order in which
 //!   the pushes' CASes were linearised, so no reversal pass is needed.
-//!   When it has read every claimed position it marks the queue empty with one CAS of the tail
-//!   word (setting `EMPTY` only if no position was claimed since), and the next push wakes it.
-//!   When it meets a position that is claimed but not yet published, it does not wait: it
-//!   stamps the slot "waited on" and stops, and that slot's producer, seeing the stamp when it
-//!   publishes, returns [`Wake::Needed`] instead.
-//!   So the consumer never waits for a producer that was preempted mid-push, and every batch
-//!   end is covered by exactly one wake-up: `Needed` goes to the first item of each batch.
+//!   It goes by the stamps alone: at the first position whose stamp is not "published", claimed
+//!   or not yet claimed, it does not wait and does not look at the tail word: it stamps that
+//!   slot "waited on at `p`" (one CAS, which fails only if the item was published meanwhile,
+//!   and then it reads it) and stops.
+//!   The push of position `p`, whenever it comes, finds that stamp in its publishing swap and
+//!   returns [`Wake::Needed`]; every other push finds an older stamp and returns
+//!   [`Wake::NotNeeded`].
+//!   So the consumer never waits for a producer that was preempted mid-push, the stamp of the
+//!   slot the next push writes anyway is the queue's "empty" mark, and every batch end is
+//!   covered by exactly one wake-up: `Needed` goes to the first item of each batch.
+//!   A new queue starts with slot 0 stamped "waited on at 0".
 //! - [`Consumer::close`] is `fetch_or(CLOSED)` on the tail word: every later push fails with
 //!   [`Closed`].
 //!   `close` returns every published item below the closing position; a slot still in flight
@@ -38,6 +42,16 @@
 //! There is no per-item pop and no per-item allocation, so there is no ABA problem: positions
 //! only grow, stamps name their position, and a block is reused only after every slot in it
 //! was read.
+//!
+//! # Why the empty mark lives in a slot
+//!
+//! An earlier version kept an `EMPTY` flag in the tail word, set by the consumer (one CAS) at
+//! the end of every drain that found nothing more and cleared by the next push's claim.
+//! With one producer and a consumer that keeps up, that is a consumer write to the producers'
+//! hottest line once per item: the line moved between the cores twice per push, and one
+//! producer ran at a third of crossbeam-channel's speed (BENCHMARKS.md, "Send queue: one
+//! producer").
+//! The slot the mark now lives in is the line that the next push must write anyway.
 //!
 //! # Progress
 //!
@@ -80,17 +94,14 @@ const LAP: usize = BLOCK_CAP + 1;
 
 /// The encoding of the tail word.
 ///
-/// `tail = position << SHIFT | CLOSED | EMPTY`, where
+/// `tail = position << SHIFT | CLOSED`, where
 /// - `position` counts every position ever claimed, sentinels included;
-/// - `EMPTY` is set by the consumer when it takes everything, and cleared by the next push,
-///   which thereby learns it must wake the consumer;
 /// - `CLOSED` is set once, by the consumer, and makes every later push fail.
 struct Tail;
 
 impl Tail {
-    const EMPTY: usize = 1;
-    const CLOSED: usize = 2;
-    const SHIFT: u32 = 2;
+    const CLOSED: usize = 1;
+    const SHIFT: u32 = 1;
     const ONE: usize = 1 << Self::SHIFT;
 }
 
@@ -213,14 +224,14 @@ impl<T> Consumer<T> {
     /// Push order is the order in which the pushes' CASes were linearised, so each producer's
     /// items come out in the order that producer pushed them.
     ///
-    /// - The iterator ends when it has read every claimed position: it then marks the queue
-    ///   empty, so the next push returns [`Wake::Needed`].
-    /// - It also ends, early, at a push that has claimed its position but not yet written its
-    ///   item (its thread was preempted mid-push): the consumer never waits for a producer.
-    ///   That push then returns [`Wake::Needed`], and the next drain yields its item and every
-    ///   one behind it.
+    /// - The iterator ends at the first position whose item is not written yet: either no push
+    ///   has claimed it, or its push has claimed it but its thread was preempted before writing
+    ///   the item (the consumer never waits for a producer).
+    ///   It then marks that position, so the push that writes it returns [`Wake::Needed`], and
+    ///   the next drain yields its item and every one behind it.
     ///   So an item whose push returned before the call is yielded now, unless an earlier push
     ///   is still in flight, in which case the in-flight push's wake-up covers it.
+    /// - After [`Consumer::close`], it yields nothing.
     /// - Items it has not yielded when dropped stay queued, and the queue then counts as
     ///   non-empty: a consumer that stops early (to bound its work) must come back without a
     ///   wake-up.
@@ -293,8 +304,9 @@ impl<T> fmt::Debug for Drain<'_, T> {
 ///
 /// `stamp = position << SHIFT | tag`, where the tag says who wrote it last:
 /// - `PUBLISHED`: the producer of `position` wrote its item;
-/// - `WAITED`: the consumer reached `position` before its item and stopped there;
-///   the producer will see it and return [`Wake::Needed`];
+/// - `WAITED`: a drain reached `position` before its item was published (claimed or not) and
+///   stopped there, which is the queue's "empty" mark; the producer of `position` will see it
+///   in its publishing swap and return [`Wake::Needed`];
 /// - `ABANDONED`: the consumer closed while `position` was in flight; the producer will take
 ///   its item back as [`Closed`].
 ///
@@ -484,18 +496,32 @@ pub mod mutant {
     pub const LIFO_DRAIN: u8 = 1 << 1;
     /// Closes with a load and a store instead of one `fetch_or`: a racing push is lost.
     pub const CLOSE_LOSES_RACING_PUSH: u8 = 1 << 2;
-    /// Checks the tail and sets `EMPTY` in two steps: a push in between loses its wake-up.
+    /// Marks a slot waited-on with a load and a separate store instead of one CAS: a publish
+    /// between them is not ordered against the mark, so its push may miss the mark (and skip
+    /// its wake-up) or the mark may overwrite its item.
     pub const SPLIT_EMPTY_MARK: u8 = 1 << 3;
     /// Treats a weak CAS that failed with the tail unchanged as a close in progress, handing
     /// the item back: only a spurious failure triggers it.
     pub const SPURIOUS_FAILURE_MEANS_CLOSED: u8 = 1 << 4;
+    /// Publishes with a load of the stamp and a separate store instead of one swap: a drain's
+    /// mark between them is not ordered against the publish, so the push may miss the mark (and
+    /// skip its wake-up) or the mark may overwrite its item.
+    pub const SPLIT_PUBLISH_CHECK: u8 = 1 << 5;
 
     /// [`super::channel`] with the bugs in `V`.
     pub fn channel<T, const V: u8>() -> (Producer<T, V>, Consumer<T, V>) {
         let first = Block::<T>::alloc();
+        // The queue starts empty: marked as a drain that stopped at position 0 would mark it.
+        // SAFETY: `first` was just allocated and nobody else has it yet.
+        // Relaxed: the `Arc` that hands the block to other threads publishes it.
+        unsafe {
+            (*first).slots[0]
+                .stamp
+                .store(Stamp::of(0, Stamp::WAITED), Ordering::Relaxed)
+        };
         let shared = Arc::new(Shared {
             tail: CachePadded(TailWords {
-                word: AtomicUsize::new(Tail::EMPTY),
+                word: AtomicUsize::new(0),
                 block: AtomicPtr::new(first),
             }),
             spare: CachePadded(AtomicPtr::new(ptr::null_mut())),
@@ -583,8 +609,8 @@ pub mod mutant {
                 // Acquire: pairs with the Release store of the linking producer, so the block's
                 // initialisation (or its recycling) is visible.
                 let block = shared.tail.0.block.load(Ordering::Acquire);
-                // Step 4: claim `pos`, clearing EMPTY in the same step.
-                let new = (tail + Tail::ONE) & !Tail::EMPTY;
+                // Step 4: claim `pos`.
+                let new = tail + Tail::ONE;
                 // Acquire on success and failure: the value read may be a linking producer's
                 // `fetch_add` (Release), after which `block` must be the new tail block.
                 match sync::compare_exchange_weak(
@@ -594,7 +620,7 @@ pub mod mutant {
                     Ordering::Acquire,
                     Ordering::Acquire,
                 ) {
-                    Ok(_) => break Some((pos, offset, block, tail & Tail::EMPTY != 0)),
+                    Ok(_) => break Some((pos, offset, block)),
                     Err(actual) => {
                         if V & SPURIOUS_FAILURE_MEANS_CLOSED != 0 && actual == tail {
                             break None;
@@ -608,7 +634,7 @@ pub mod mutant {
                     }
                 }
             };
-            let Some((pos, offset, block, found_empty)) = claimed else {
+            let Some((pos, offset, block)) = claimed else {
                 if !spare.is_null() {
                     // SAFETY: `spare` was taken by us and never linked: ours alone, no item.
                     unsafe { shared.park_spare(spare) };
@@ -649,9 +675,18 @@ pub mod mutant {
                 // so the item's bytes are visible before it reads them.
                 Ordering::Release
             };
-            let before = slot.stamp.swap(Stamp::of(pos, Stamp::PUBLISHED), publish);
+            let before = if V & SPLIT_PUBLISH_CHECK != 0 {
+                // Known-bad: a drain can mark the slot between this load and the store.
+                // Relaxed: the load pairs with nothing; the store publishes as the swap does.
+                let before = slot.stamp.load(Ordering::Relaxed);
+                slot.stamp.store(Stamp::of(pos, Stamp::PUBLISHED), publish);
+                before
+            } else {
+                slot.stamp.swap(Stamp::of(pos, Stamp::PUBLISHED), publish)
+            };
             if before == Stamp::of(pos, Stamp::WAITED) {
-                // The consumer stopped at this slot: we are the first item of its next batch.
+                // The consumer stopped at this slot (a drain ended here, claimed or not): we are
+                // the first item of its next batch.
                 Ok(Wake::Needed)
             } else if before == Stamp::of(pos, Stamp::ABANDONED) {
                 // The consumer closed without our item: take it back. The consumer never
@@ -659,9 +694,8 @@ pub mod mutant {
                 // SAFETY: we wrote the value above and nobody else reads it.
                 let item = slot.value.with(|p| unsafe { p.read().assume_init() });
                 Err(Closed(item))
-            } else if found_empty {
-                Ok(Wake::Needed)
             } else {
+                // An older lap's stamp, or the fresh block's 0: no drain has stopped here.
                 Ok(Wake::NotNeeded)
             }
         }
@@ -700,9 +734,9 @@ pub mod mutant {
     /// How a [`Drain`] goes on.
     #[derive(Debug, Clone, Copy, PartialEq, Eq)]
     enum Mode {
-        /// Reads up to `limit`, then looks at the tail again.
+        /// Reads published slots until the first one that is not, and marks that one.
         Drain,
-        /// Reads up to `limit`, abandoning slots in flight.
+        /// Reads up to `limit`, the closing position, abandoning slots in flight.
         Close,
         /// The batch is over.
         Done,
@@ -712,16 +746,12 @@ pub mod mutant {
         /// [`super::Consumer::drain`].
         #[inline]
         pub fn drain(&mut self) -> Drain<'_, T, V> {
-            // Relaxed: no item is read on the strength of this load (the stamps publish them),
-            // and a push that happens before it (for instance, one whose wake-up the caller has
-            // consumed) is seen by coherence.
-            let seen = self.shared.tail.0.word.load(Ordering::Relaxed);
-            if seen & Tail::EMPTY != 0 && seen >> Tail::SHIFT <= self.head {
-                // Marked empty and nothing claimed since: a poll of an empty queue does not
-                // write to the producers' hot line.
+            if !self.closed_from.is_null() {
+                // Closed: `close` handed out everything, and nothing is pushed any more.
                 return self.batch(Mode::Done, self.head);
             }
-            self.batch(Mode::Drain, seen >> Tail::SHIFT)
+            // No limit: a drain goes by the stamps alone, never reading the tail word.
+            self.batch(Mode::Drain, usize::MAX)
         }
 
         /// [`super::Consumer::close`].
@@ -761,41 +791,77 @@ pub mod mutant {
             drain
         }
 
-        /// Having read every claimed position up to `head`, marks the queue empty.
+        /// Marks the slot at `head`, whose stamp was `stamp` (not "published"), waited-on: the
+        /// push of `head` will return [`Wake::Needed`].
         ///
-        /// Returns the new limit when positions were claimed since (the batch goes on), or
-        /// `None` when the queue is marked empty (the next push returns [`Wake::Needed`]).
-        fn mark_empty(&mut self) -> Option<usize> {
-            let word = &self.shared.tail.0.word;
-            // Relaxed: the tail word only tells us how far to read; stamps publish items.
-            let mut seen = word.load(Ordering::Relaxed);
-            loop {
-                let pos = seen >> Tail::SHIFT;
-                if pos > self.head {
-                    return Some(pos);
-                }
-                if seen & Tail::EMPTY != 0 {
-                    return None;
-                }
-                if V & SPLIT_EMPTY_MARK != 0 {
-                    // Known-bad: the check above and this mark are two steps, so a push can land
-                    // between them. Relaxed, as in the real CAS below: the flag hands over no data.
-                    word.fetch_or(Tail::EMPTY, Ordering::Relaxed);
-                    return None;
-                }
-                // Set EMPTY only if nothing was claimed since we looked, so that the push that
-                // clears it is exactly the first one after everything we read.
-                // Relaxed: no data is handed over by the flag; the pushing thread's wake-up is.
-                match word.compare_exchange(
-                    seen,
-                    seen | Tail::EMPTY,
-                    Ordering::Relaxed,
-                    Ordering::Relaxed,
-                ) {
-                    Ok(_) => return None,
-                    Err(actual) => seen = actual,
+        /// Returns `true` when marked (or already marked by an earlier drain), `false` when the
+        /// item was published meanwhile: it can then be read.
+        fn mark_empty(&self, slot: &Slot<T>, stamp: usize) -> bool {
+            let waited = Stamp::of(self.head, Stamp::WAITED);
+            if stamp == waited {
+                // An earlier drain stopped here and nothing came since: a poll of an empty
+                // queue writes nothing.
+                return true;
+            }
+            if V & SPLIT_EMPTY_MARK != 0 {
+                // Known-bad: a publish can land between the load that gave `stamp` and this
+                // store. Relaxed: as the real CAS's success ordering below, it pairs with nothing.
+                slot.stamp.store(waited, Ordering::Relaxed);
+                return true;
+            }
+            // Relaxed on success: the mark hands no data to the producer, whose swap just sees
+            // it; Acquire on failure: the producer published meanwhile (pairs with its Release
+            // swap), and we go on to read its item.
+            match slot
+                .stamp
+                .compare_exchange(stamp, waited, Ordering::Relaxed, Ordering::Acquire)
+            {
+                Ok(_) => true,
+                Err(now) => {
+                    debug_assert_eq!(
+                        now,
+                        Stamp::of(self.head, Stamp::PUBLISHED),
+                        "send queue: stamp of another lap"
+                    );
+                    false
                 }
             }
+        }
+
+        /// The slot that holds `head`.
+        ///
+        /// # Safety
+        ///
+        /// - `head` is not at a sentinel offset.
+        /// - The reference is not used after the consumer parks or retires the block.
+        #[inline]
+        unsafe fn head_slot<'b>(&self) -> &'b Slot<T> {
+            let offset = self.head % LAP;
+            debug_assert!(offset < BLOCK_CAP, "send queue: head at a sentinel");
+            // SAFETY: the consumer's block is live (it is parked or retired only after the
+            // consumer leaves it) and holds `head`; `offset < BLOCK_CAP` by the contract.
+            unsafe { &*(*self.block).slots.as_ptr().add(offset) }
+        }
+
+        /// Takes the item at `head` out of `slot` and moves past it (and past the sentinel after
+        /// a block's last slot, parking the block unless the queue is closing).
+        ///
+        /// # Safety
+        ///
+        /// - `slot` is [`Consumer::head_slot`]'s slot for the current `head`.
+        /// - Its stamp was seen "published at `head`" by an Acquire load or a failed Acquire CAS.
+        #[inline]
+        unsafe fn take_head(&mut self, slot: &Slot<T>) -> T {
+            // SAFETY: by the contract the item for `head` is written and visible; `head` is
+            // read exactly once, as we advance it at once, so we take ownership of the item.
+            let item = slot.value.with(|p| unsafe { p.read().assume_init() });
+            let offset = self.head % LAP;
+            self.head += 1;
+            if offset + 1 == BLOCK_CAP {
+                let park = self.closed_from.is_null();
+                self.step_past_sentinel(park);
+            }
+            item
         }
 
         /// Moves from the sentinel at `head` into the next block.
@@ -850,7 +916,8 @@ pub mod mutant {
     pub struct Drain<'a, T, const V: u8> {
         consumer: &'a mut Consumer<T, V>,
         mode: Mode,
-        /// Positions below it are claimed: read them before looking at the tail again.
+        /// For a close, the closing position: every position below it is claimed. Unused by a
+        /// drain, which goes by the stamps.
         limit: usize,
         /// Under [`LIFO_DRAIN`], the whole batch, newest last, popped from the back.
         lifo: Vec<T>,
@@ -870,60 +937,67 @@ pub mod mutant {
         /// Reads the next item of the batch, in position order.
         #[inline]
         fn read_next(&mut self) -> Option<T> {
+            match self.mode {
+                Mode::Done => None,
+                Mode::Drain => self.drain_next(),
+                Mode::Close => self.close_next(),
+            }
+        }
+
+        /// The next item of a drain, or the end of the batch, marked.
+        #[inline]
+        fn drain_next(&mut self) -> Option<T> {
+            let rx = &mut *self.consumer;
+            // SAFETY: the queue is open (`drain` returns a finished batch once closed), so
+            // `head` is not at a sentinel: the consumer steps past one as soon as it has read
+            // the slot before it. The slot is used only before the block is parked below.
+            let slot = unsafe { rx.head_slot() };
+            // Acquire: pairs with the producer's Release swap of the stamp, so the item's bytes
+            // are visible before we read them.
+            let stamp = slot.stamp.load(Ordering::Acquire);
+            if stamp != Stamp::of(rx.head, Stamp::PUBLISHED) && rx.mark_empty(slot, stamp) {
+                // The push of `head` will see the mark and wake us: the batch ends here.
+                self.mode = Mode::Done;
+                return None;
+            }
+            // SAFETY: the stamp says the item for `head` is published, and the Acquire load
+            // (or the failed CAS in `mark_empty`) made it visible.
+            Some(unsafe { rx.take_head(slot) })
+        }
+
+        /// The next item below the closing position; slots in flight are abandoned.
+        fn close_next(&mut self) -> Option<T> {
             loop {
                 let rx = &mut *self.consumer;
-                if self.mode == Mode::Done {
+                if rx.head >= self.limit {
+                    self.mode = Mode::Done;
                     return None;
                 }
-                if rx.head >= self.limit {
-                    if self.mode == Mode::Close {
-                        self.mode = Mode::Done;
-                        return None;
-                    }
-                    match rx.mark_empty() {
-                        Some(limit) => self.limit = limit,
-                        None => {
-                            self.mode = Mode::Done;
-                            return None;
-                        }
-                    }
-                }
-                let offset = rx.head % LAP;
-                if offset == BLOCK_CAP {
-                    // Only after closing: an abandoned last slot left `head` at the sentinel,
-                    // and the tail has since been stepped over it (the end is past it), so
-                    // `next` is linked.
+                if rx.head % LAP == BLOCK_CAP {
+                    // An abandoned last slot left `head` at the sentinel, and the tail has since
+                    // been stepped over it (the end is past it), so `next` is linked.
                     let park = rx.closed_from.is_null();
                     rx.step_past_sentinel(park);
                     continue;
                 }
-                // SAFETY: the consumer's block is live and holds `head`, and
-                // `offset < BLOCK_CAP`: see just above.
-                let slot = unsafe { &(*rx.block).slots[offset] };
+                // SAFETY: `head` is not at a sentinel (just above); the slot is used only before
+                // the block is retired, which happens when the consumer is dropped.
+                let slot = unsafe { rx.head_slot() };
                 let published = Stamp::of(rx.head, Stamp::PUBLISHED);
                 // Acquire: pairs with the producer's Release swap of the stamp, so the item's
                 // bytes are visible before we read them.
                 let stamp = slot.stamp.load(Ordering::Acquire);
                 if stamp != published {
-                    // `head` is claimed (it is below a tail value) but still in flight.
-                    let tag = if self.mode == Mode::Close {
-                        Stamp::ABANDONED
-                    } else {
-                        Stamp::WAITED
-                    };
-                    // Relaxed on success: the mark hands no data to the producer; Acquire on
-                    // failure: the producer published meanwhile (pairs with its Release swap).
+                    // `head` is claimed (it is below the closing tail) but still in flight.
+                    // Relaxed on success: the mark hands no data to the producer, which takes
+                    // its own item back; Acquire on failure: the producer published meanwhile
+                    // (pairs with its Release swap).
                     match slot.stamp.compare_exchange(
                         stamp,
-                        Stamp::of(rx.head, tag),
+                        Stamp::of(rx.head, Stamp::ABANDONED),
                         Ordering::Relaxed,
                         Ordering::Acquire,
                     ) {
-                        Ok(_) if tag == Stamp::WAITED => {
-                            // Its producer will see the mark and wake us: the batch ends here.
-                            self.mode = Mode::Done;
-                            return None;
-                        }
                         Ok(_) => {
                             // Abandoned: its producer takes the item back. Go on; if this was a
                             // block's last slot, `head` rests on the sentinel until the top of
@@ -937,16 +1011,9 @@ pub mod mutant {
                         }
                     }
                 }
-                // SAFETY: the stamp says the item for `head` is written (and the Acquire above
-                // made it visible); `head` is read exactly once, as we advance it at once, so we
-                // take ownership of the item.
-                let item = slot.value.with(|p| unsafe { p.read().assume_init() });
-                rx.head += 1;
-                if offset + 1 == BLOCK_CAP {
-                    let park = rx.closed_from.is_null();
-                    rx.step_past_sentinel(park);
-                }
-                return Some(item);
+                // SAFETY: the stamp says the item for `head` is published, and the Acquire load
+                // (or the failed CAS) made it visible.
+                return Some(unsafe { rx.take_head(slot) });
             }
         }
     }
@@ -968,7 +1035,7 @@ pub mod mutant {
             }
             match self.mode {
                 Mode::Done => (0, Some(0)),
-                // A drain may go on past its limit; a close stops there. Sentinels and slots
+                // A drain goes on while items are published; a close stops at its limit. Slots
                 // in flight hold no item for us, so there is no useful lower bound.
                 Mode::Drain => (0, None),
                 Mode::Close => (0, Some(self.limit.saturating_sub(self.consumer.head))),
@@ -984,11 +1051,17 @@ pub mod mutant {
                 return;
             }
             let rx = &mut *self.consumer;
-            // Stopped early. If every claimed position was read, mark the queue empty now, or
-            // the next push would find it unmarked and skip its wake-up; otherwise items are
-            // left, and the consumer that stopped early comes back by itself.
-            if rx.head >= self.limit {
-                let _ = rx.mark_empty();
+            // Stopped early. If the next item is not published, mark its slot now, or its push
+            // would find no mark and skip its wake-up; otherwise items are left, and the
+            // consumer that stopped early comes back by itself.
+            // SAFETY: a drain runs only while the queue is open, so `head` is not at a
+            // sentinel (see `drain_next`).
+            let slot = unsafe { rx.head_slot() };
+            // Acquire: as in `drain_next`.
+            let stamp = slot.stamp.load(Ordering::Acquire);
+            if stamp != Stamp::of(rx.head, Stamp::PUBLISHED) {
+                // Published meanwhile (`false`): items are left, as above.
+                let _ = rx.mark_empty(slot, stamp);
             }
             // Under LIFO_DRAIN, unyielded items are dropped here: the mutant loses them.
         }

@@ -12,7 +12,7 @@ use refloop::check::queue::{
     Scenario, WakeupScenario,
 };
 use refloop::queue::mutant::{
-    CLOSE_LOSES_RACING_PUSH, LIFO_DRAIN, RELAXED_PUBLISH, SPLIT_EMPTY_MARK,
+    CLOSE_LOSES_RACING_PUSH, LIFO_DRAIN, RELAXED_PUBLISH, SPLIT_EMPTY_MARK, SPLIT_PUBLISH_CHECK,
     SPURIOUS_FAILURE_MEANS_CLOSED,
 };
 use refloop_model::{explore, rejects};
@@ -25,6 +25,13 @@ fn race_drain_and_close() -> Scenario {
         close: true,
         spurious_every: 0,
         spurious_phase: 0,
+    }
+}
+
+fn race_drain() -> Scenario {
+    Scenario {
+        close: false,
+        ..race_drain_and_close()
     }
 }
 
@@ -73,17 +80,15 @@ fn close_by_load_and_store_loses_an_item_racing_a_push() {
     });
 }
 
+// The two split variants below race one slot's stamp between a drain that marks it and the push
+// that publishes it. Each side's single read-modify-write is what orders the two; with either
+// split into a load and a store, loom finds executions where the push misses the mark or the
+// mark overwrites the item, and the first one it meets is checked for by name.
+
 #[test]
 fn empty_mark_split_from_its_check_breaks_the_wake_hint() {
     rejects("split_empty_mark_hint", "wake hint:", || {
-        check::<MutantQueue<SPLIT_EMPTY_MARK>>(&Scenario {
-            producers: 2,
-            items_per_producer: 1,
-            drains: 1,
-            close: false,
-            spurious_every: 0,
-            spurious_phase: 0,
-        });
+        check::<MutantQueue<SPLIT_EMPTY_MARK>>(&race_drain());
     });
 }
 
@@ -91,6 +96,13 @@ fn empty_mark_split_from_its_check_breaks_the_wake_hint() {
 fn empty_mark_split_from_its_check_loses_a_wakeup() {
     rejects("split_empty_mark_wakeup", "lost wake-up:", || {
         wakeup::<MutantQueue<SPLIT_EMPTY_MARK>>(LoopOrder::ConsumeThenDrain);
+    });
+}
+
+#[test]
+fn publish_split_from_its_mark_check_loses_an_item() {
+    rejects("split_publish_check", "exactly once:", || {
+        check::<MutantQueue<SPLIT_PUBLISH_CHECK>>(&race_drain());
     });
 }
 

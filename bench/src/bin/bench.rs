@@ -1260,11 +1260,12 @@ fn profile(case: &str) -> Result<(), String> {
             let stats = imp.run(pattern, producers, per);
             let total = per * producers as u64;
             println!(
-                "{} {} {producers} producers x {per}: {:?}, {} msgs/s, {} batches, {} eventfd writes",
+                "{} {} {producers} producers x {per}: {:?}, {} msgs/s, {} polls, {} batches, {} eventfd writes",
                 imp.name(),
                 pattern.name(),
                 stats.elapsed,
                 si(total as f64 / stats.elapsed.as_secs_f64()),
+                stats.polls,
                 stats.batches,
                 stats.wakes
             );
