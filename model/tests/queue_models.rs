@@ -56,6 +56,23 @@ fn items_cross_block_boundaries_in_order_while_drained_concurrently() {
 }
 
 #[test]
+fn drains_mark_slots_of_linked_and_reused_blocks_without_loss() {
+    // A drain ends by marking the first slot not yet published, claimed or not: with two drains
+    // racing four pushes, the marked slot is at times the first of a block just linked, or of a
+    // parked block the producer took back for reuse, whose stamps are a previous lap's.
+    explore("marks_1x4_two_drains", || {
+        check::<RefloopQueue>(&Scenario {
+            producers: 1,
+            items_per_producer: 4,
+            drains: 2,
+            close: false,
+            spurious_every: 0,
+            spurious_phase: 0,
+        });
+    });
+}
+
+#[test]
 fn two_producers_filling_a_block_link_the_next_one_once() {
     // The second block is linked by whichever producer claims the first block's last slot,
     // while the other waits at the sentinel.
