@@ -31,7 +31,13 @@ pub enum Sharing {
     Exclusive,
 }
 
-/// `n` loops, each on its own thread, sharing listeners; see the [module docs](self).
+/// `n` loops, each on its own thread, sharing listeners.
+///
+/// Each loop is a whole [`Server`] on a thread of its own, exactly as alone. A connection lives
+/// on the loop that accepted (or connected) it for its whole life, so no fd is ever handled by
+/// two threads and `EPOLLONESHOT` is not needed. Its [`ConnId`] names its loop, so a
+/// [`LoopHandle::send_to`] on any loop, or a [`ConnHandle`](super::ConnHandle) on any thread,
+/// reaches it wherever it lives.
 ///
 /// # Examples
 ///
