@@ -216,6 +216,14 @@ impl<F: Framing + Clone, O: Os> Loops<F, O> {
         self.servers[0].local_addr()
     }
 
+    /// [`Server::set_wake_hook`] for loop `i` (tests only).
+    #[doc(hidden)]
+    pub fn set_wake_hook(&mut self, i: usize, hook: impl FnMut() + Send + 'static) {
+        if let Some(server) = self.servers.get_mut(i) {
+            server.set_wake_hook(hook);
+        }
+    }
+
     /// A handle to every loop of the group, for any thread.
     pub fn handle(&self) -> LoopsHandle<F> {
         LoopsHandle {
