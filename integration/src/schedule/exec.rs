@@ -713,7 +713,6 @@ where
     let hold_bound = options.stall * 4;
     // The server is built on its own thread (it need not be `Send`), which reports back its
     // address and handle.
-    type Ready<F> = (SocketAddr, LoopHandle<F>, Option<refloop::LoopsHandle<F>>);
     let (ready_tx, ready_rx) = mpsc::channel::<Result<Ready<F>, String>>();
     let loops = options.loops;
     let (done_tx, done_rx) = mpsc::channel::<()>();
@@ -803,6 +802,10 @@ where
     run.check(stats)
 }
 
+/// What the loop thread reports once it is listening: the address, the loop handle and, for a
+/// group, every loop's handle.
+type Ready<F> = (SocketAddr, LoopHandle<F>, Option<refloop::LoopsHandle<F>>);
+
 /// The loop thread's body for `loops > 1`: a `Loops` group on `SO_REUSEPORT`, every loop with
 /// the hold gate as its wake hook (whichever loop wakes first is the one held).
 fn run_group<F>(
@@ -811,9 +814,7 @@ fn run_group<F>(
     recorder: Recorder<F>,
     gate: Arc<Gate>,
     hold_bound: Duration,
-    ready_tx: mpsc::Sender<
-        Result<(SocketAddr, LoopHandle<F>, Option<refloop::LoopsHandle<F>>), String>,
-    >,
+    ready_tx: mpsc::Sender<Result<Ready<F>, String>>,
     done_tx: mpsc::Sender<()>,
 ) -> std::io::Result<()>
 where
