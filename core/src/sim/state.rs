@@ -628,6 +628,19 @@ impl State {
         }
     }
 
+    /// `minimal` mode: records the flags of `id` that fell in the middle of a call (a read
+    /// that empties the receive buffer before the peer's queued bytes refill it), so that the
+    /// refill counts as the rising edge it is.
+    fn note_fall(&mut self, id: FileId) {
+        if self.cfg.mode == Mode::Linux {
+            return;
+        }
+        let mask = self.mask_of(id);
+        if let Some(file) = self.files.get_mut(&id) {
+            file.last_mask &= mask;
+        }
+    }
+
     /// `minimal` mode: after every call, an edge for each flag that rose since the last call.
     pub(super) fn settle(&mut self) {
         if self.cfg.mode == Mode::Linux {
@@ -1093,6 +1106,7 @@ impl State {
             .unwrap_or(Endpoint::Unix(None));
         let fd = self.install(s)?;
         if let Some(client) = waiting {
+            self.note_fall(l);
             self.establish(l, client);
         }
         Ok((fd, peer))
@@ -1176,6 +1190,7 @@ impl State {
             }
             // The window opened: the peer's queued bytes follow.
             if let Some(p) = s.peer {
+                self.note_fall(id);
                 self.pump(p);
             }
             return Ok(n);
