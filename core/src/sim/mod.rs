@@ -37,6 +37,9 @@
 //!   [`KernelConfig::file_limit`] the system-wide table (`ENFILE`).
 //!   `accept4` allocates its descriptor first, so it fails with `EMFILE` at the limit even
 //!   with an empty backlog, as on Linux.
+//!   The [`Peer`] is another process: its descriptors come from a table of their own
+//!   (numbered from 2^20, with no limit), so clients neither take the loop's numbers nor count
+//!   against its limit.
 //!   [`Os::dup`] shares the open file description.
 //! - **epoll** tracks open file descriptions, not numbers: an item is keyed by description and
 //!   the number it was added under, lives until the description's last descriptor closes, and

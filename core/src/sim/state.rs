@@ -25,6 +25,9 @@ pub(super) const RDHUP: u32 = 0x2000;
 /// Identifies one open file description (what epoll tracks), never reused.
 pub(super) type FileId = u64;
 
+/// The peer's descriptors are numbered from here.
+pub(super) const PEER_FD_BASE: i32 = 1 << 20;
+
 pub(super) fn os_err(code: i32) -> io::Error {
     io::Error::from_raw_os_error(code)
 }
@@ -246,6 +249,8 @@ pub(super) struct State {
     /// Bumped by every change a blocked `epoll_wait` may be waiting for.
     pub(super) generation: u64,
     pub(super) stalled: Option<String>,
+    /// Who makes the call under way (whose descriptor table it allocates from).
+    pub(super) current: Side,
 }
 
 impl State {
@@ -269,6 +274,7 @@ impl State {
             trace_hash: 0xcbf2_9ce4_8422_2325,
             generation: 0,
             stalled: None,
+            current: Side::Os,
             cfg,
         }
     }
@@ -296,6 +302,7 @@ impl State {
 
     /// Counts one call and returns the fault the plan injects into it, if any.
     pub(super) fn enter(&mut self, side: Side, call: Call) -> Option<Fault> {
+        self.current = side;
         let n = {
             let count = self.counters.calls.entry((side, call)).or_insert(0);
             *count += 1;
@@ -344,16 +351,23 @@ impl State {
     // Descriptors
     // -----------------------------------------------------------------------------------------
 
-    /// The lowest free descriptor number, as Linux hands them out.
+    /// The lowest free descriptor number, as Linux hands them out, in the table of the side
+    /// making the current call: the [`Side::Peer`] is another process, with its own table from
+    /// [`PEER_FD_BASE`] and no limit, so that clients neither take the loop's numbers nor
+    /// count against its `RLIMIT_NOFILE`.
     fn free_fd(&self) -> io::Result<i32> {
-        let mut n = self.cfg.first_fd;
-        for (&fd, _) in self.fds.range(self.cfg.first_fd..) {
+        let (first, end) = match self.current {
+            Side::Os => (self.cfg.first_fd, PEER_FD_BASE),
+            Side::Peer => (PEER_FD_BASE, i32::MAX),
+        };
+        let mut n = first;
+        for (&fd, _) in self.fds.range(first..end) {
             if fd != n {
                 break;
             }
             n += 1;
         }
-        if n as u64 >= self.cfg.fd_limit {
+        if self.current == Side::Os && (n as u64 >= self.cfg.fd_limit || n >= PEER_FD_BASE) {
             return Err(os_err(errno::EMFILE));
         }
         Ok(n)
@@ -424,6 +438,12 @@ impl State {
 
     pub(super) fn dup(&mut self, fd: i32) -> io::Result<i32> {
         let id = self.file_of(fd)?;
+        // A duplicate lives in the table of the original.
+        self.current = if fd >= PEER_FD_BASE {
+            Side::Peer
+        } else {
+            Side::Os
+        };
         self.install(id)
     }
 
