@@ -20,7 +20,8 @@ struct Shout;
 impl Handler<Lines> for Shout {
     fn on_message(&mut self, conn: &Conn<'_, Lines>, line: String) {
         // Upper case never adds a newline, so the line always encodes.
-        conn.send(&line.to_uppercase()).expect("a line without a newline");
+        conn.send(&line.to_uppercase())
+            .expect("a line without a newline");
     }
 
     fn on_disconnect(&mut self, id: ConnId, reason: Disconnect) {
@@ -49,7 +50,9 @@ fn main() -> std::io::Result<()> {
             client = Some(peer.connect(&addr).expect("the listener is there"));
             return DriverStep::Again;
         };
-        let wrote = peer.write_some(fd, &request[sent..]).expect("the loop reads");
+        let wrote = peer
+            .write_some(fd, &request[sent..])
+            .expect("the loop reads");
         sent += wrote;
         let (bytes, end) = peer.read_available(fd);
         reply.extend_from_slice(&bytes);
