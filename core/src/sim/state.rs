@@ -548,7 +548,10 @@ impl State {
                 l.syns.retain(|&c| c != id);
             }
         }
-        if conn == Conn::Established && (linger_zero && family == Family::Tcp || unread) {
+        if conn == Conn::Established && family == Family::Unix {
+            return self.close_unix(id, unread);
+        }
+        if conn == Conn::Established && (linger_zero || unread) {
             // `SO_LINGER` 0, or unread data (`tcp_close`): RST instead of FIN.
             let peer = self.sock(id).and_then(|s| s.peer);
             if let Some(p) = peer {
@@ -567,6 +570,31 @@ impl State {
         } else {
             self.files.remove(&id);
         }
+    }
+
+    /// `unix_release_sock`: the peer is shut down both ways at once (`EPOLLHUP`, `EPIPE` on
+    /// writes); what we sent is already in its queue (a Unix stream socket has no send queue of
+    /// its own), and unread input gives it `ECONNRESET`. There is no orphan and no RST.
+    fn close_unix(&mut self, id: FileId, unread: bool) {
+        let Some(File {
+            kind: Kind::Socket(me),
+            ..
+        }) = self.files.remove(&id)
+        else {
+            return;
+        };
+        let Some(p) = me.peer else { return };
+        let Some(peer) = self.sock_mut(p) else { return };
+        peer.rcv.extend(me.snd);
+        peer.rd_shut = true;
+        peer.fin_received = true;
+        peer.wr_shut = true;
+        peer.peer = None;
+        peer.snd.clear();
+        if unread {
+            peer.error = Some(errno::ECONNRESET);
+        }
+        self.wake(p, 0);
     }
 
     /// Drops an orphan once it has nothing left to send.
