@@ -161,8 +161,8 @@ pub struct KernelConfig {
     pub file_limit: Option<u64>,
     /// `net.core.somaxconn`: the largest backlog a listener gets. Default: 4096.
     pub somaxconn: usize,
-    /// Keep the text of the trace ([`Kernel::trace`]); its hash is kept either way.
-    /// Default: true.
+    /// Record the trace ([`Kernel::trace`], [`Kernel::trace_hash`]); off, neither is kept
+    /// (and the kernel runs faster). Default: true.
     pub trace: bool,
     /// [`Mode::Minimal`]: chance per `epoll_wait`, in parts per million, of one spurious event.
     /// Default: 0.
@@ -584,9 +584,9 @@ impl Kernel {
         let fault = st.enter(side, kind);
         let r = f(&mut st, fault);
         st.settle();
-        let changed = st.generation != before;
+        let wake = st.generation != before && st.waiters > 0;
         drop(st);
-        if changed {
+        if wake {
             self.shared.changed.notify_all();
         }
         r
@@ -731,7 +731,7 @@ impl Kernel {
         self.lock().trace.clone()
     }
 
-    /// A hash of the whole trace (kept even with [`KernelConfig::trace`] off).
+    /// A hash (FNV-1a) of the whole trace text; constant with [`KernelConfig::trace`] off.
     pub fn trace_hash(&self) -> u64 {
         self.lock().trace_hash
     }
@@ -1029,7 +1029,7 @@ impl Peer {
     /// Reads until `EAGAIN`, EOF or an error; returns the bytes and how it stopped.
     pub fn read_available(&self, fd: &Fd) -> (Vec<u8>, ReadEnd) {
         let mut out = Vec::new();
-        let mut buf = [0u8; 16 * 1024];
+        let mut buf = [0u8; 4 * 1024];
         loop {
             match self.read(fd, &mut buf) {
                 Ok(0) => return (out, ReadEnd::Eof),
@@ -1265,6 +1265,7 @@ impl Os for Kernel {
                 None => {
                     // Block for real until another thread changes something.
                     let seen = st.generation;
+                    st.waiters += 1;
                     while st.generation == seen {
                         st = self
                             .shared
@@ -1272,6 +1273,7 @@ impl Os for Kernel {
                             .wait(st)
                             .unwrap_or_else(|e| e.into_inner());
                     }
+                    st.waiters -= 1;
                 }
             }
         }

@@ -244,8 +244,10 @@ pub(super) struct State {
     pub(super) counters: Counters,
     pub(super) trace: String,
     pub(super) trace_lines: u64,
-    /// FNV-1a of every trace line, kept even when the text is not.
+    /// FNV-1a of the trace text.
     pub(super) trace_hash: u64,
+    /// `epoll_wait` calls blocked on the condition variable.
+    pub(super) waiters: usize,
     /// Bumped by every change a blocked `epoll_wait` may be waiting for.
     pub(super) generation: u64,
     pub(super) stalled: Option<String>,
@@ -272,6 +274,7 @@ impl State {
             trace: String::new(),
             trace_lines: 0,
             trace_hash: 0xcbf2_9ce4_8422_2325,
+            waiters: 0,
             generation: 0,
             stalled: None,
             current: Side::Os,
@@ -284,6 +287,10 @@ impl State {
     // -----------------------------------------------------------------------------------------
 
     pub(super) fn log(&mut self, side: Side, line: std::fmt::Arguments<'_>) {
+        self.trace_lines += 1;
+        if !self.cfg.trace {
+            return;
+        }
         let mut text = String::new();
         let secs = self.now.as_secs();
         let nanos = self.now.subsec_nanos();
@@ -293,11 +300,8 @@ impl State {
             self.trace_hash ^= u64::from(b);
             self.trace_hash = self.trace_hash.wrapping_mul(0x0000_0100_0000_01b3);
         }
-        self.trace_lines += 1;
-        if self.cfg.trace {
-            self.trace.push_str(&text);
-            self.trace.push('\n');
-        }
+        self.trace.push_str(&text);
+        self.trace.push('\n');
     }
 
     /// Counts one call and returns the fault the plan injects into it, if any.
