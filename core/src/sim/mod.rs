@@ -376,10 +376,16 @@ pub struct Wait {
     pub asked: u64,
 }
 
+/// How many times in a row a [`Driver`] may return [`DriverStep::Again`] without making a call
+/// or changing anything before the wait treats it as [`DriverStep::Wait`].
+pub const IDLE_AGAINS: u32 = 1000;
+
 /// What the [`Driver`] did, and what the wait should do next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DriverStep {
     /// The driver acted (or may have): look at readiness again and ask it again.
+    /// After [`IDLE_AGAINS`] of these in a row with no call made and nothing changed, it counts
+    /// as [`DriverStep::Wait`], so a confused driver ends in a stall, not a spin.
     Again,
     /// The driver has nothing to do before the wait ends: return what is ready; with nothing
     /// ready, let virtual time run to the timeout; with no timeout, the run has stalled
@@ -670,6 +676,16 @@ impl Kernel {
         self.lock().cfg.fd_limit = limit;
     }
 
+    /// Changes [`KernelConfig::spurious_ppm`] from now on ([`Mode::Minimal`]).
+    pub fn set_spurious_ppm(&self, ppm: u32) {
+        self.lock().cfg.spurious_ppm = ppm;
+    }
+
+    /// Changes [`KernelConfig::defer_ppm`] from now on ([`Mode::Minimal`]).
+    pub fn set_defer_ppm(&self, ppm: u32) {
+        self.lock().cfg.defer_ppm = ppm;
+    }
+
     /// Virtual time since creation.
     pub fn elapsed(&self) -> Duration {
         self.lock().now
@@ -721,9 +737,29 @@ impl Kernel {
         self.lock().buffered_total()
     }
 
-    /// Open descriptors.
+    /// Open descriptors, both sides.
     pub fn open_fds(&self) -> usize {
         self.lock().fds.len()
+    }
+
+    /// Open descriptors of one side (the loop's are [`Side::Os`]), for leak checks.
+    pub fn open_fds_of(&self, side: Side) -> usize {
+        let st = self.lock();
+        let peer = st.fds.range(state::PEER_FD_BASE..).count();
+        match side {
+            Side::Os => st.fds.len() - peer,
+            Side::Peer => peer,
+        }
+    }
+
+    /// Every socket the [`Os`] side has open: (descriptor, bytes in its receive buffer, bytes in
+    /// its send buffer), by descriptor number; for memory-bound checks.
+    pub fn os_sockets(&self) -> Vec<(i32, usize, usize)> {
+        let st = self.lock();
+        st.fds
+            .range(..state::PEER_FD_BASE)
+            .filter_map(|(&fd, _)| st.buffered(fd).map(|(r, w)| (fd, r, w)))
+            .collect()
     }
 
     /// The trace so far: one line per call.
@@ -1196,22 +1232,37 @@ impl Os for Kernel {
             return Err(state::os_err(e));
         }
         let mut asked = 0;
+        let mut idle_agains = 0u32;
         loop {
             let mut driven = false;
             if let Some(mut driver) = self.take_driver() {
                 driven = true;
-                let wait = {
+                let (wait, before) = {
                     let st = self.lock();
-                    Wait {
+                    let wait = Wait {
                         timeout: deadline.map(|d| d.saturating_sub(st.now)),
                         now: st.now,
                         ready: st.has_ready(epoll.num),
                         asked,
-                    }
+                    };
+                    (wait, (st.generation, st.trace_lines))
                 };
                 asked += 1;
-                let step = driver.step(self, &wait);
+                let mut step = driver.step(self, &wait);
                 self.put_driver(driver);
+                if step == DriverStep::Again {
+                    let st = self.lock();
+                    if (st.generation, st.trace_lines) == before {
+                        idle_agains += 1;
+                    } else {
+                        idle_agains = 0;
+                    }
+                    if idle_agains >= IDLE_AGAINS {
+                        // A driver that keeps asking to be asked again without doing anything
+                        // would spin here forever: it is taken at its word that nothing is left.
+                        step = DriverStep::Wait;
+                    }
+                }
                 match step {
                     DriverStep::Again => continue,
                     DriverStep::Sleep(d) => {

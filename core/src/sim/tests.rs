@@ -819,3 +819,23 @@ fn minimal_mode_raises_an_edge_when_a_read_empties_the_buffer_and_queued_bytes_r
     );
     assert_eq!(k.read(&server, &mut buf).unwrap(), 4);
 }
+
+#[test]
+fn a_driver_that_asks_again_without_doing_anything_ends_in_a_stall_not_a_spin() {
+    let k = kernel();
+    let epoll = k.epoll_create().unwrap();
+    k.set_driver(|_: &Kernel, _: &Wait| DriverStep::Again);
+    let mut events = k.events(4);
+    let err = k.epoll_wait(&epoll, &mut events, -1).unwrap_err();
+    assert!(Stall::is(&err), "{err}");
+}
+
+#[test]
+fn descriptors_and_buffers_are_counted_per_side() {
+    let k = kernel();
+    let (_l, client, server) = pair(&k);
+    assert_eq!(k.open_fds_of(Side::Os), 2, "listener and accepted socket");
+    assert_eq!(k.open_fds_of(Side::Peer), 1);
+    k.peer().write(&client, b"abc").unwrap();
+    assert_eq!(k.os_sockets(), vec![(server.raw(), 3, 0)]);
+}
