@@ -376,23 +376,26 @@ pub struct Wait {
     pub asked: u64,
 }
 
-/// How many times in a row a [`Driver`] may return [`DriverStep::Again`] without making a call
-/// or changing anything before the wait treats it as [`DriverStep::Wait`].
+/// How many times in a row a [`Driver`] may return [`DriverStep::Again`] (or
+/// [`DriverStep::Sleep`] in a wait without timeout) without changing anything before the wait
+/// treats it as [`DriverStep::Wait`].
 pub const IDLE_AGAINS: u32 = 1000;
 
 /// What the [`Driver`] did, and what the wait should do next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DriverStep {
     /// The driver acted (or may have): look at readiness again and ask it again.
-    /// After [`IDLE_AGAINS`] of these in a row with no call made and nothing changed, it counts
+    /// After [`IDLE_AGAINS`] of these in a row with nothing changed, it counts
     /// as [`DriverStep::Wait`], so a confused driver ends in a stall, not a spin.
     Again,
     /// The driver has nothing to do before the wait ends: return what is ready; with nothing
     /// ready, let virtual time run to the timeout; with no timeout, the run has stalled
     /// (see [`Stall`]).
     Wait,
-    /// Let this much virtual time pass (at most up to the wait's timeout, which then returns
-    /// empty), then ask again.
+    /// Let this much virtual time pass, at most up to the wait's timeout (which then returns
+    /// what is ready, maybe nothing); if that leaves time and something is ready, the wait
+    /// returns it, else the driver is asked again. Sleeping with nothing ready and no timeout
+    /// counts as doing nothing (see [`IDLE_AGAINS`]).
     Sleep(Duration),
 }
 
@@ -1232,9 +1235,10 @@ impl Os for Kernel {
             return Err(state::os_err(e));
         }
         let mut asked = 0;
-        let mut idle_agains = 0u32;
+        let mut idle_steps = 0u32;
         loop {
             let mut driven = false;
+            let mut resume = false;
             if let Some(mut driver) = self.take_driver() {
                 driven = true;
                 let (wait, before) = {
@@ -1245,21 +1249,24 @@ impl Os for Kernel {
                         ready: st.has_ready(epoll.num),
                         asked,
                     };
-                    (wait, (st.generation, st.trace_lines))
+                    (wait, (st.generation,))
                 };
                 asked += 1;
                 let mut step = driver.step(self, &wait);
                 self.put_driver(driver);
-                if step == DriverStep::Again {
+                if step != DriverStep::Wait {
                     let st = self.lock();
-                    if (st.generation, st.trace_lines) == before {
-                        idle_agains += 1;
+                    if st.generation == before.0 {
+                        idle_steps += 1;
                     } else {
-                        idle_agains = 0;
+                        idle_steps = 0;
                     }
-                    if idle_agains >= IDLE_AGAINS {
-                        // A driver that keeps asking to be asked again without doing anything
-                        // would spin here forever: it is taken at its word that nothing is left.
+                    if idle_steps >= IDLE_AGAINS
+                        && (step == DriverStep::Again || deadline.is_none())
+                    {
+                        // A driver that keeps asking to be asked again without changing
+                        // anything would spin here forever: it is taken at its word that
+                        // nothing is left.
                         step = DriverStep::Wait;
                     }
                 }
@@ -1276,9 +1283,15 @@ impl Os for Kernel {
                             }
                             _ => {
                                 st.advance(d);
+                                let ready = st.has_ready(epoll.num);
                                 drop(st);
                                 self.shared.changed.notify_all();
-                                continue;
+                                if !ready {
+                                    continue;
+                                }
+                                // Something is ready: the wait returns it (or, if it polls as
+                                // not ready after all, asks the driver again).
+                                resume = true;
                             }
                         }
                     }
@@ -1288,6 +1301,9 @@ impl Os for Kernel {
             let mut st = self.lock();
             let list = st.collect(epoll.num, events.capacity)?;
             st.settle();
+            if resume && list.is_empty() && timeout_ms != 0 {
+                continue;
+            }
             if !list.is_empty() || timeout_ms == 0 {
                 st.log(
                     Side::Os,
