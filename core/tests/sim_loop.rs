@@ -596,3 +596,34 @@ fn a_handler_that_sends_more_than_it_receives_overshoots_the_high_watermark_bug_
     // `high_watermark + REPLY`.
     assert!(unsent > 90 * REPLY, "{unsent} bytes unsent");
 }
+
+/// Bug 9 of issue 10, over the sim's path namespace: dropping a Unix-socket server must not
+/// delete the socket file of a newer server bound to the same path.
+#[test]
+fn dropping_an_old_unix_server_keeps_the_socket_file_of_a_newer_one() {
+    let kernel = Kernel::new(KernelConfig::default());
+    let path = std::path::PathBuf::from("/run/app.sock");
+    let mut old = Server::with_os(kernel.clone(), Lines::new(64), no_idle()).unwrap();
+    old.listen_unix(&path).unwrap();
+    let old_identity = refloop::os::Os::path_identity(&kernel, &path).unwrap();
+    // The newer server removes the stale file and binds its own.
+    refloop::os::Os::remove_path(&kernel, &path).unwrap();
+    let mut new = Server::with_os(kernel.clone(), Lines::new(64), no_idle()).unwrap();
+    new.listen_unix(&path).unwrap();
+    let new_identity = refloop::os::Os::path_identity(&kernel, &path).unwrap();
+    assert_ne!(old_identity, new_identity);
+    drop(old);
+    assert_eq!(
+        refloop::os::Os::path_identity(&kernel, &path),
+        Some(new_identity),
+        "the newer server's file is still there"
+    );
+    let client = kernel.peer().connect(&Endpoint::Unix(Some(path.clone())));
+    assert!(client.is_ok(), "and it still accepts: {client:?}");
+    drop(new);
+    assert_eq!(
+        refloop::os::Os::path_identity(&kernel, &path),
+        None,
+        "a server removes its own file"
+    );
+}

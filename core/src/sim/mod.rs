@@ -23,6 +23,10 @@
 //!   does); data sent to a closed socket is answered with an RST.
 //!   A reset socket reports `ECONNRESET` (`EPIPE` if the peer's FIN had arrived), from
 //!   `SO_ERROR`, the next read or the next write, then `EPIPE` on writes and EOF on reads.
+//!   Closing a Unix stream socket shuts its peer down both ways at once (`EPOLLHUP`, `EPIPE`
+//!   on the next write), as `unix_release_sock` does.
+//!   `CONFORMANCE.md` (beside this module) lists what the suite checks against Linux and every
+//!   difference that remains.
 //! - **Connects** to a listener complete at once (TCP still reports `EINPROGRESS`, as a
 //!   non-blocking connect on Linux does; Unix completes synchronously); with no listener they
 //!   are refused (`ECONNREFUSED` through [`Os::take_error`] and `EPOLLERR`; Unix: at once);
@@ -618,6 +622,10 @@ impl Kernel {
     }
 
     /// Installs the [`Driver`] that every `epoll_wait` asks (replacing any earlier one).
+    ///
+    /// A driver that owns [`Fd`]s keeps this kernel alive through them (each holds a handle):
+    /// call [`Kernel::clear_driver`] when done, or let the driver drop its descriptors, so the
+    /// machine is freed.
     pub fn set_driver(&self, driver: impl Driver + 'static) {
         *self.shared.driver.lock().unwrap_or_else(|e| e.into_inner()) = Some(Box::new(driver));
     }
