@@ -374,9 +374,9 @@ fn a_five_minute_idle_timeout_closes_an_idle_client_in_no_real_time() {
 
 /// Bug 1 of issue 10: an outbound connect whose peer speaks first. The completion (`EPOLLOUT`)
 /// and the greeting (`EPOLLIN`) arrive in one event when the loop has not collected the
-/// completion yet, which is what the sim makes happen here deterministically.
-#[test]
-fn an_outbound_connect_whose_peer_speaks_first_stalls_today_bug_1() {
+/// completion yet, which is what the sim makes happen here deterministically. Returns the
+/// run's outcome and the greetings the handler got.
+fn greeting_after_connect(known_bad: KnownBad) -> (io::Result<()>, Vec<String>) {
     struct Greeted(Arc<Mutex<Vec<String>>>);
     impl Handler<Lines> for Greeted {
         fn on_message(&mut self, conn: &Conn<'_, Lines>, msg: String) {
@@ -389,7 +389,11 @@ fn an_outbound_connect_whose_peer_speaks_first_stalls_today_bug_1() {
         .peer()
         .listen(&Endpoint::Tcp("127.0.0.1:7000".parse().unwrap()), 16)
         .unwrap();
-    let mut server = Server::with_os(kernel.clone(), Lines::new(64), no_idle()).unwrap();
+    let config = Config {
+        known_bad,
+        ..no_idle()
+    };
+    let mut server = Server::with_os(kernel.clone(), Lines::new(64), config).unwrap();
     server.connect(addr).unwrap();
     let mut accepted: Option<Fd> = None;
     kernel.set_driver(move |k: &Kernel, _: &Wait| {
@@ -416,13 +420,26 @@ fn an_outbound_connect_whose_peer_speaks_first_stalls_today_bug_1() {
         trace.contains(": IN OUT]") || trace.contains(": IN OUT,"),
         "the sim put the completion and the greeting in one event:\n{trace}"
     );
-    // FIXME(issue 10, bug 1): the loop completes the connect without reading, no new edge
-    // comes for the greeting, and the run stalls (at virtual time 0, in 20 traced calls).
-    // Once the loop acts on every flag of the event, this must become:
-    // `result.unwrap(); assert_eq!(*greetings.lock().unwrap(), vec!["hello".to_string()]);`
-    let err = result.map(drop).expect_err("bug 1 is still in the loop");
+    kernel.clear_driver();
+    let greetings = greetings.lock().unwrap().clone();
+    (result.map(drop), greetings)
+}
+
+#[test]
+fn an_outbound_connect_whose_peer_speaks_first_gets_the_greeting_bug_1() {
+    let (result, greetings) = greeting_after_connect(KnownBad::None);
+    result.unwrap();
+    assert_eq!(greetings, vec!["hello".to_string()]);
+}
+
+#[test]
+fn teeth_a_connect_completion_that_skips_the_read_stalls_over_the_sim_bug_1() {
+    // The loop before the fix: no new edge comes for the greeting, and the run stalls (at
+    // virtual time 0, in 20 traced calls).
+    let (result, greetings) = greeting_after_connect(KnownBad::ConnectSkipsRead);
+    let err = result.expect_err("the stranded greeting stalls the run");
     assert!(Stall::is(&err), "{err}");
-    assert!(greetings.lock().unwrap().is_empty());
+    assert!(greetings.is_empty());
 }
 
 #[test]
@@ -463,12 +480,10 @@ fn a_seeded_world_with_random_faults_and_spurious_events_replays_to_the_same_tra
     assert_ne!(first, run(43), "another seed, another trace");
 }
 
-/// Bug 2 of issue 10: `close_linger` also bounds the flush. A peer that reads more slowly than
-/// the linger gets a truncated reply that ends in a clean FIN, so it cannot tell that bytes
-/// are missing.
-#[test]
-fn a_slow_reader_of_a_reply_followed_by_close_gets_a_truncated_reply_and_a_clean_fin_bug_2() {
-    const LINES: usize = 200;
+/// Bug 2 of issue 10: `close_linger` also bounded the flush. A peer that reads more slowly than
+/// the linger got a truncated reply that ended in a clean FIN, so it could not tell that bytes
+/// were missing. Returns the bytes the reader got and whether it saw a clean EOF.
+fn slow_reader_after_close(known_bad: KnownBad) -> (usize, bool) {
     struct ReplyAndClose;
     impl Handler<Lines> for ReplyAndClose {
         fn on_message(&mut self, conn: &Conn<'_, Lines>, _msg: String) {
@@ -485,6 +500,7 @@ fn a_slow_reader_of_a_reply_followed_by_close_gets_a_truncated_reply_and_a_clean
     });
     let config = Config {
         close_linger: Duration::from_secs(1),
+        known_bad,
         ..no_idle()
     };
     let mut server = Server::with_os(kernel.clone(), Lines::new(1024), config).unwrap();
@@ -521,25 +537,42 @@ fn a_slow_reader_of_a_reply_followed_by_close_gets_a_truncated_reply_and_a_clean
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     DriverStep::Sleep(Duration::from_millis(100))
                 }
-                Err(e) => panic!("the reply was reset: {e}"),
+                // A reset: the loop gave up and says so.
+                Err(_) => {
+                    client = None;
+                    handle.shutdown();
+                    DriverStep::Again
+                }
             }
         });
     }
     server.run(ReplyAndClose).unwrap();
-    let (bytes, clean_eof) = *got.lock().unwrap();
-    // FIXME(issue 10, bug 2): the flush is cut at the linger and the truncated reply ends in a
-    // clean FIN. Once fixed, the whole reply (`LINES * 500` bytes) arrives, or the cut is an
-    // RST the reader sees.
-    assert!(clean_eof);
+    kernel.clear_driver();
+    let got = *got.lock().unwrap();
+    got
+}
+
+/// The reply's size.
+const LINES: usize = 200;
+
+#[test]
+fn a_reader_slower_than_close_linger_gets_the_whole_reply_bug_2() {
+    assert_eq!(slow_reader_after_close(KnownBad::None), (LINES * 500, true));
+}
+
+#[test]
+fn teeth_a_flush_cut_at_the_linger_truncates_the_reply_bug_2() {
+    let (bytes, _) = slow_reader_after_close(KnownBad::LingerCutsFlush);
     assert!(bytes < LINES * 500, "{bytes} bytes");
 }
 
-/// Bug 8 of issue 10: the high watermark is only checked between read passes, so a handler
-/// that answers each small message with a big reply grows its unsent output far past it
-/// within one pass.
-#[test]
-fn a_handler_that_sends_more_than_it_receives_overshoots_the_high_watermark_bug_8() {
-    const REPLY: usize = 10 * 1024;
+/// The reply to each one-byte request of the bug 8 scenario.
+const REPLY: usize = 10 * 1024;
+
+/// Bug 8 of issue 10: the high watermark was only checked between read passes, so a handler
+/// that answers each small message with a big reply grew its unsent output far past it within
+/// one pass. Returns the unsent bytes at the close.
+fn unsent_after_amplified_requests(known_bad: KnownBad) -> usize {
     struct Amplify(Arc<Mutex<Vec<usize>>>);
     impl Handler<Lines> for Amplify {
         fn on_message(&mut self, conn: &Conn<'_, Lines>, _msg: String) {
@@ -558,6 +591,7 @@ fn a_handler_that_sends_more_than_it_receives_overshoots_the_high_watermark_bug_
         high_watermark: 1024,
         low_watermark: 512,
         max_frame_len: 64 * 1024,
+        known_bad,
         ..no_idle()
     };
     let mut server = Server::with_os(kernel.clone(), Lines::new(64 * 1024), config).unwrap();
@@ -590,10 +624,22 @@ fn a_handler_that_sends_more_than_it_receives_overshoots_the_high_watermark_bug_
     });
     let unsent = Arc::new(Mutex::new(Vec::new()));
     server.run(Amplify(Arc::clone(&unsent))).unwrap();
+    kernel.clear_driver();
     let unsent = unsent.lock().unwrap()[0];
-    // FIXME(issue 10, bug 8): all 100 replies were queued in one pass, 1 MB over a 1 KiB
-    // watermark. Once the watermark is checked per message, this must stay near
-    // `high_watermark + REPLY`.
+    unsent
+}
+
+#[test]
+fn a_handler_that_sends_more_than_it_receives_stays_within_the_watermark_plus_one_reply_bug_8() {
+    let unsent = unsent_after_amplified_requests(KnownBad::None);
+    // The output that was over the watermark when the reset came, plus what the kernel held.
+    assert!(unsent <= 1024 + REPLY + 2 * 4096, "{unsent} bytes unsent");
+}
+
+#[test]
+fn teeth_a_watermark_checked_between_passes_queues_every_reply_bug_8() {
+    // All 100 replies queued in one pass, 1 MB over a 1 KiB watermark.
+    let unsent = unsent_after_amplified_requests(KnownBad::WatermarkBetweenPasses);
     assert!(unsent > 90 * REPLY, "{unsent} bytes unsent");
 }
 
