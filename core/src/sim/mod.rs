@@ -1429,6 +1429,22 @@ impl Os for Kernel {
         self.do_take_error(Side::Os, fd)
     }
 
+    fn is_connected(&self, fd: &Fd) -> io::Result<bool> {
+        // Traced (it is a syscall) but not faulted: getpeername's only errors are about the
+        // socket itself.
+        let mut st = self.lock();
+        let r = st.is_connected(fd.num);
+        st.log(
+            Side::Os,
+            format_args!(
+                "getpeername({}) = {}",
+                fd.num,
+                show(&r, |c| if *c { "0".into() } else { "ENOTCONN".into() })
+            ),
+        );
+        r
+    }
+
     fn set_send_buffer(&self, fd: &Fd, bytes: usize) -> io::Result<()> {
         self.do_set_buffer(Side::Os, fd, bytes, true)
     }

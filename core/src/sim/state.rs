@@ -1397,6 +1397,17 @@ impl State {
         }
     }
 
+    /// `getpeername`: whether the socket is connected (`ENOTCONN` while connecting, and after a
+    /// reset or refusal, as Linux answers).
+    pub(super) fn is_connected(&self, fd: i32) -> io::Result<bool> {
+        let id = self.file_of(fd)?;
+        match self.files.get(&id).map(|f| &f.kind) {
+            Some(Kind::Socket(s)) => Ok(s.conn == Conn::Established),
+            Some(Kind::Listener(_)) => Ok(false),
+            _ => Err(os_err(errno::ENOTSOCK)),
+        }
+    }
+
     pub(super) fn set_buffer(&mut self, fd: i32, bytes: usize, send: bool) -> io::Result<()> {
         let id = self.file_of(fd)?;
         let bytes = bytes.max(1);
