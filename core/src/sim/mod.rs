@@ -113,7 +113,7 @@ use state::State;
 /// The kernel's lock and condition variable, behind one alias so a `cfg(loom)` build can swap
 /// in loom's primitives.
 mod prims {
-    pub(super) use std::sync::{Condvar, Mutex, MutexGuard};
+    pub(super) use crate::sync::{Condvar, Mutex, MutexGuard};
 }
 
 /// How epoll raises edges.
@@ -401,6 +401,12 @@ pub enum DriverStep {
     /// returns it, else the driver is asked again. Sleeping with nothing ready and no timeout
     /// counts as doing nothing (see [`IDLE_AGAINS`]).
     Sleep(Duration),
+    /// The driver has nothing to do now, but other threads (senders through handles) may:
+    /// return what is ready; with nothing ready and no timeout, block until another thread
+    /// changes something (an eventfd write, a socket), then ask the driver again. Under loom
+    /// (the `model/` crate), a block that no thread can end is reported as a deadlock: a lost
+    /// wake-up.
+    Block,
 }
 
 /// The world outside the loop, for a deterministic single-threaded executor: asked from inside
@@ -1262,7 +1268,7 @@ impl Os for Kernel {
                 asked += 1;
                 let mut step = driver.step(self, &wait);
                 self.put_driver(driver);
-                if step != DriverStep::Wait {
+                if step != DriverStep::Wait && step != DriverStep::Block {
                     let st = self.lock();
                     if st.generation == before.0 {
                         idle_steps += 1;
@@ -1304,6 +1310,8 @@ impl Os for Kernel {
                         }
                     }
                     DriverStep::Wait => {}
+                    // As without a driver: a wait with nothing ready blocks for real.
+                    DriverStep::Block => driven = false,
                 }
             }
             let mut st = self.lock();
