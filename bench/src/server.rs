@@ -43,7 +43,23 @@ impl ServerCmd {
     ///
     /// Fails when the process cannot be started or does not print its address.
     pub fn start(&self, wire: Wire, strace_out: Option<&Path>) -> io::Result<Server> {
-        let args = ["--addr", "127.0.0.1:0", "--framing", wire.arg()];
+        self.start_with(wire, strace_out, &[])
+    }
+
+    /// [`ServerCmd::start`] with `extra` arguments after the usual ones (for example
+    /// `--loops 2`).
+    ///
+    /// # Errors
+    ///
+    /// As [`ServerCmd::start`].
+    pub fn start_with(
+        &self,
+        wire: Wire,
+        strace_out: Option<&Path>,
+        extra: &[&str],
+    ) -> io::Result<Server> {
+        let mut args = vec!["--addr", "127.0.0.1:0", "--framing", wire.arg()];
+        args.extend_from_slice(extra);
         let mut cmd = match strace_out {
             Some(out) => {
                 let mut c = Command::new("strace");
@@ -52,12 +68,12 @@ impl ServerCmd {
                     .arg("-o")
                     .arg(out)
                     .arg(&self.program)
-                    .args(args);
+                    .args(&args);
                 c
             }
             None => {
                 let mut c = Command::new(&self.program);
-                c.args(args);
+                c.args(&args);
                 c
             }
         };

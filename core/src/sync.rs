@@ -32,6 +32,13 @@ pub use loom::sync::Arc;
 #[cfg(not(loom))]
 pub use std::sync::Arc;
 
+/// Locks and condition variables: loom's under `cfg(loom)` (so a model sees every lock, and a
+/// wait nobody can end is reported as a deadlock), std's otherwise.
+#[cfg(loom)]
+pub use loom::sync::{Condvar, Mutex, MutexGuard};
+#[cfg(not(loom))]
+pub use std::sync::{Condvar, Mutex, MutexGuard};
+
 /// Threads: loom's modelled threads under `cfg(loom)`, std's otherwise.
 pub mod thread {
     #[cfg(loom)]

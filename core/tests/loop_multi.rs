@@ -158,8 +158,11 @@ fn every_callback_for_a_connection_runs_on_its_own_loop_thread() {
 /// A chat handler: every line goes to every connection of every loop, through the
 /// connections' handles (a registry shared by the loops) or, for connections it knows only by
 /// id, through `LoopHandle::send_to`.
+/// Every open connection of every loop, by id.
+type Members = Arc<Mutex<Vec<(ConnId, ConnHandle<Lines>)>>>;
+
 struct Chat {
-    members: Arc<Mutex<Vec<(ConnId, ConnHandle<Lines>)>>>,
+    members: Members,
     by_id: bool,
 }
 

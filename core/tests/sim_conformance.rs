@@ -204,6 +204,14 @@ fn scenarios<O: Os>() -> Vec<(&'static str, Body<O>)> {
             "unix_stream_connect_data_and_fin",
             unix_stream_connect_data_and_fin::<O>,
         ),
+        (
+            "unix_write_after_the_peer_closed",
+            unix_write_after_the_peer_closed::<O>,
+        ),
+        (
+            "tcp_write_after_the_peer_closed",
+            tcp_write_after_the_peer_closed::<O>,
+        ),
     ]
 }
 
@@ -510,6 +518,16 @@ fn unix_stream_connect_data_and_fin<O: Os>(r: &mut Rec<'_, O>) -> io::Result<()>
     r.res("client shutdown(WR)", &s, |_| "0".into());
     r.event(&ep);
     r.read("server read", &server, 64);
+    r.write("server write after the FIN", &server, b"late");
+    r.read("client read", &client, 64);
+    let cep = r.os.epoll_create()?;
+    r.os.epoll_add(&cep, &client, 2, Interest::BOTH)?;
+    r.event(&cep);
+    drop(server);
+    r.event(&cep);
+    r.read("client read after the close", &client, 64);
+    r.write("client write after the close", &client, b"x");
+    r.take_error("client SO_ERROR", &client);
     r.note(format!(
         "path exists = {}",
         r.os.path_identity(&path).is_some()
@@ -525,6 +543,42 @@ fn unix_stream_connect_data_and_fin<O: Os>(r: &mut Rec<'_, O>) -> io::Result<()>
         "path exists = {}",
         r.os.path_identity(&path).is_some()
     ));
+    Ok(())
+}
+
+fn unix_write_after_the_peer_closed<O: Os>(r: &mut Rec<'_, O>) -> io::Result<()> {
+    let path = r.env.dir.join("closed-peer.sock");
+    let at = Endpoint::Unix(Some(path.clone()));
+    let (l, _) = r.os.listen(&at, 16)?;
+    let (client, _) = r.os.connect(&at)?;
+    let (server, _) = r.os.accept(&l)?;
+    let ep = r.os.epoll_create()?;
+    r.os.epoll_add(&ep, &client, 1, Interest::BOTH)?;
+    r.event(&ep);
+    drop(server);
+    r.event(&ep);
+    r.write("client write", &client, b"x");
+    r.write("client write again", &client, b"x");
+    r.take_error("client SO_ERROR", &client);
+    r.read("client read", &client, 64);
+    drop(l);
+    r.os.remove_path(&path)?;
+    Ok(())
+}
+
+fn tcp_write_after_the_peer_closed<O: Os>(r: &mut Rec<'_, O>) -> io::Result<()> {
+    let (_l, client, server) = r.pair()?;
+    let ep = r.os.epoll_create()?;
+    r.os.epoll_add(&ep, &client, 1, Interest::BOTH)?;
+    r.event(&ep);
+    drop(server);
+    r.event(&ep);
+    r.read("client read", &client, 64);
+    // The write goes out; the closed socket answers with an RST.
+    r.write("client write", &client, b"x");
+    r.event(&ep);
+    r.write("client write again", &client, b"x");
+    r.take_error("client SO_ERROR", &client);
     Ok(())
 }
 

@@ -223,6 +223,7 @@ fn connections_queued_while_the_loop_is_held_are_all_accepted() {
         known_bad: KnownBad::AcceptOnce,
         stall: std::time::Duration::from_millis(500),
         leak_socket: false,
+        loops: 1,
     };
     let err = exec::run(&schedule, &bad).expect_err("accept-once must be caught");
     assert!(
@@ -249,6 +250,7 @@ fn bytes_arriving_faster_than_one_read_are_all_delivered() {
         known_bad: KnownBad::ReadOnce,
         stall: std::time::Duration::from_millis(500),
         leak_socket: false,
+        loops: 1,
     };
     let err = exec::run(&schedule, &bad).expect_err("read-once must be caught");
     assert!(err.contains("stalled"), "{err}");

@@ -43,6 +43,7 @@ fn a_send_landing_inside_the_wake_up_is_delivered_and_the_lost_wake_up_variant_i
         known_bad: KnownBad::DrainBeforeEventfdReset,
         stall: Duration::from_millis(500),
         leak_socket: false,
+        loops: 1,
     };
     let err = exec::run(&schedule(), &bad).expect_err("the lost wake-up must be caught");
     assert!(err.contains("stalled"), "{err}");

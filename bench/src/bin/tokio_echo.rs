@@ -7,8 +7,11 @@
 //! `StreamExt::forward`, which feeds every frame that is ready and flushes once the reader
 //! would block: the idiomatic, batching way to echo with tokio.
 //!
+//! With `--workers N` (N > 1) it runs tokio's multi-thread runtime with N worker threads
+//! instead: what a tokio user does to use N cores (the peer of `echo --loops N`).
+//!
 //! Usage (the same as `cargo run --release -p refloop --example echo`):
-//! `tokio_echo --addr 127.0.0.1:0 --framing length|lines [--max-frame N]`.
+//! `tokio_echo --addr 127.0.0.1:0 --framing length|lines [--max-frame N] [--workers N]`.
 //! It prints `listening on <addr>` as its first line and exits cleanly on SIGINT or SIGTERM.
 
 use std::io::{self, Write};
@@ -29,12 +32,14 @@ struct Args {
     addr: String,
     framing: Framing,
     max_frame: usize,
+    workers: usize,
 }
 
 fn parse_args() -> Result<Args, String> {
     let mut addr = "127.0.0.1:0".to_string();
     let mut framing = Framing::Length;
     let mut max_frame = 8 * 1024 * 1024;
+    let mut workers = 1;
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         let mut value = |name: &str| it.next().ok_or_else(|| format!("{name} needs a value"));
@@ -56,6 +61,11 @@ fn parse_args() -> Result<Args, String> {
                     .parse()
                     .map_err(|e| format!("bad --max-frame: {e}"))?
             }
+            "--workers" => {
+                workers = value("--workers")?
+                    .parse()
+                    .map_err(|e| format!("bad --workers: {e}"))?
+            }
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
@@ -63,6 +73,7 @@ fn parse_args() -> Result<Args, String> {
         addr,
         framing,
         max_frame,
+        workers,
     })
 }
 
@@ -127,10 +138,17 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = if args.workers > 1 {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(args.workers)
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    };
+    let rt = match runtime {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("tokio_echo: cannot start the runtime: {e}");

@@ -7,8 +7,10 @@ use std::fmt;
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use crate::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use crate::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::output::Output;
@@ -272,13 +274,19 @@ impl<F: Framing + Clone, O: Os> fmt::Debug for Server<F, O> {
     }
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic elsewhere cannot leave the routing table half-updated (every update is one
     // assignment), so a poisoned lock is still consistent.
     mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn bump(cell: &std::sync::atomic::AtomicU64) {
+/// As [`lock`], for the std lock that holds the loop thread's id (not a model concern: it
+/// names an OS thread).
+fn std_lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn bump(cell: &AtomicU64) {
     StatCells::add(cell, 1);
 }
 
@@ -436,10 +444,10 @@ impl<F: Framing + Clone, O: Os> Server<F, O> {
             known_bad: config.known_bad,
             high_watermark: config.high_watermark,
             routes: Mutex::new(Vec::new()),
-            loop_thread: Mutex::new(None),
+            loop_thread: std::sync::Mutex::new(None),
             loop_index,
             siblings: std::sync::OnceLock::new(),
-            live: std::sync::atomic::AtomicUsize::new(0),
+            live: AtomicUsize::new(0),
         });
         let max_input = framing.max_buffered().unwrap_or(config.max_frame_len);
         Ok(Server {
@@ -1842,7 +1850,7 @@ struct LoopThread {
 
 impl LoopThread {
     fn enter(shared: &Arc<Shared>) -> LoopThread {
-        *lock(&shared.loop_thread) = Some(crate::sys::current_thread());
+        *std_lock(&shared.loop_thread) = Some(crate::sys::current_thread());
         LoopThread {
             shared: Arc::clone(shared),
         }
@@ -1851,7 +1859,7 @@ impl LoopThread {
 
 impl Drop for LoopThread {
     fn drop(&mut self) {
-        *lock(&self.shared.loop_thread) = None;
+        *std_lock(&self.shared.loop_thread) = None;
     }
 }
 

@@ -31,7 +31,13 @@ pub enum Sharing {
     Exclusive,
 }
 
-/// `n` loops, each on its own thread, sharing listeners; see the [module docs](self).
+/// `n` loops, each on its own thread, sharing listeners.
+///
+/// Each loop is a whole [`Server`] on a thread of its own, exactly as alone. A connection lives
+/// on the loop that accepted (or connected) it for its whole life, so no fd is ever handled by
+/// two threads and `EPOLLONESHOT` is not needed. Its [`ConnId`] names its loop, so a
+/// [`LoopHandle::send_to`] on any loop, or a [`ConnHandle`](super::ConnHandle) on any thread,
+/// reaches it wherever it lives.
 ///
 /// # Examples
 ///
@@ -208,6 +214,14 @@ impl<F: Framing + Clone, O: Os> Loops<F, O> {
     /// As [`Server::local_addr`].
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.servers[0].local_addr()
+    }
+
+    /// [`Server::set_wake_hook`] for loop `i` (tests only).
+    #[doc(hidden)]
+    pub fn set_wake_hook(&mut self, i: usize, hook: impl FnMut() + Send + 'static) {
+        if let Some(server) = self.servers.get_mut(i) {
+            server.set_wake_hook(hook);
+        }
     }
 
     /// A handle to every loop of the group, for any thread.

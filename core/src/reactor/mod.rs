@@ -52,8 +52,12 @@ use std::cell::RefCell;
 use std::fmt;
 use std::io;
 use std::os::fd::BorrowedFd;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+// The atomics and the routing table's lock that handles share with the loop come through the
+// `sync` facade, so a loom model of the real loop over the simulated kernel sees them.
+use crate::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use crate::sync::Mutex;
 use std::time::Duration;
 
 use crate::framing::{FrameError, Framing};
@@ -66,9 +70,6 @@ pub use event_loop::Server;
 pub use loops::{Loops, LoopsHandle, Sharing};
 
 use output::Output;
-
-// Atomics here are plain std atomics, not the `sync` facade: the reactor makes real syscalls
-// and is never run inside a loom model, where loom's atomics would panic.
 
 /// Tuning knobs of the loop, each with a documented default.
 ///
@@ -595,7 +596,7 @@ pub(crate) struct Shared {
     /// Live connections by slot index.
     pub(crate) routes: Mutex<Vec<Option<Route>>>,
     /// The loop thread while `run` executes.
-    pub(crate) loop_thread: Mutex<Option<ThreadId>>,
+    pub(crate) loop_thread: std::sync::Mutex<Option<ThreadId>>,
     /// This loop's index among the loops of a [`crate::Loops`] (0 for a single [`Server`]).
     pub(crate) loop_index: u16,
     /// Every loop of the group, this one included, by index (set once, when the group is

@@ -23,6 +23,10 @@
 //!   does); data sent to a closed socket is answered with an RST.
 //!   A reset socket reports `ECONNRESET` (`EPIPE` if the peer's FIN had arrived), from
 //!   `SO_ERROR`, the next read or the next write, then `EPIPE` on writes and EOF on reads.
+//!   Closing a Unix stream socket shuts its peer down both ways at once (`EPOLLHUP`, `EPIPE`
+//!   on the next write), as `unix_release_sock` does.
+//!   `CONFORMANCE.md` (beside this module) lists what the suite checks against Linux and every
+//!   difference that remains.
 //! - **Connects** to a listener complete at once (TCP still reports `EINPROGRESS`, as a
 //!   non-blocking connect on Linux does; Unix completes synchronously); with no listener they
 //!   are refused (`ECONNREFUSED` through [`Os::take_error`] and `EPOLLERR`; Unix: at once);
@@ -37,6 +41,9 @@
 //!   [`KernelConfig::file_limit`] the system-wide table (`ENFILE`).
 //!   `accept4` allocates its descriptor first, so it fails with `EMFILE` at the limit even
 //!   with an empty backlog, as on Linux.
+//!   The [`Peer`] is another process: its descriptors come from a table of their own
+//!   (numbered from 2^20, with no limit), so clients neither take the loop's numbers nor count
+//!   against its limit.
 //!   [`Os::dup`] shares the open file description.
 //! - **epoll** tracks open file descriptions, not numbers: an item is keyed by description and
 //!   the number it was added under, lives until the description's last descriptor closes, and
@@ -106,7 +113,7 @@ use state::State;
 /// The kernel's lock and condition variable, behind one alias so a `cfg(loom)` build can swap
 /// in loom's primitives.
 mod prims {
-    pub(super) use std::sync::{Condvar, Mutex, MutexGuard};
+    pub(super) use crate::sync::{Condvar, Mutex, MutexGuard};
 }
 
 /// How epoll raises edges.
@@ -158,8 +165,8 @@ pub struct KernelConfig {
     pub file_limit: Option<u64>,
     /// `net.core.somaxconn`: the largest backlog a listener gets. Default: 4096.
     pub somaxconn: usize,
-    /// Keep the text of the trace ([`Kernel::trace`]); its hash is kept either way.
-    /// Default: true.
+    /// Record the trace ([`Kernel::trace`], [`Kernel::trace_hash`]); off, neither is kept
+    /// (and the kernel runs faster). Default: true.
     pub trace: bool,
     /// [`Mode::Minimal`]: chance per `epoll_wait`, in parts per million, of one spurious event.
     /// Default: 0.
@@ -373,18 +380,33 @@ pub struct Wait {
     pub asked: u64,
 }
 
+/// How many times in a row a [`Driver`] may return [`DriverStep::Again`] (or
+/// [`DriverStep::Sleep`] in a wait without timeout) without changing anything before the wait
+/// treats it as [`DriverStep::Wait`].
+pub const IDLE_AGAINS: u32 = 1000;
+
 /// What the [`Driver`] did, and what the wait should do next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DriverStep {
     /// The driver acted (or may have): look at readiness again and ask it again.
+    /// After [`IDLE_AGAINS`] of these in a row with nothing changed, it counts
+    /// as [`DriverStep::Wait`], so a confused driver ends in a stall, not a spin.
     Again,
     /// The driver has nothing to do before the wait ends: return what is ready; with nothing
     /// ready, let virtual time run to the timeout; with no timeout, the run has stalled
     /// (see [`Stall`]).
     Wait,
-    /// Let this much virtual time pass (at most up to the wait's timeout, which then returns
-    /// empty), then ask again.
+    /// Let this much virtual time pass, at most up to the wait's timeout (which then returns
+    /// what is ready, maybe nothing); if that leaves time and something is ready, the wait
+    /// returns it, else the driver is asked again. Sleeping with nothing ready and no timeout
+    /// counts as doing nothing (see [`IDLE_AGAINS`]).
     Sleep(Duration),
+    /// The driver has nothing to do now, but other threads (senders through handles) may:
+    /// return what is ready; with nothing ready and no timeout, block until another thread
+    /// changes something (an eventfd write, a socket), then ask the driver again. Under loom
+    /// (the `model/` crate), a block that no thread can end is reported as a deadlock: a lost
+    /// wake-up.
+    Block,
 }
 
 /// The world outside the loop, for a deterministic single-threaded executor: asked from inside
@@ -581,9 +603,9 @@ impl Kernel {
         let fault = st.enter(side, kind);
         let r = f(&mut st, fault);
         st.settle();
-        let changed = st.generation != before;
+        let wake = st.generation != before && st.waiters > 0;
         drop(st);
-        if changed {
+        if wake {
             self.shared.changed.notify_all();
         }
         r
@@ -606,6 +628,10 @@ impl Kernel {
     }
 
     /// Installs the [`Driver`] that every `epoll_wait` asks (replacing any earlier one).
+    ///
+    /// A driver that owns [`Fd`]s keeps this kernel alive through them (each holds a handle):
+    /// call [`Kernel::clear_driver`] when done, or let the driver drop its descriptors, so the
+    /// machine is freed.
     pub fn set_driver(&self, driver: impl Driver + 'static) {
         *self.shared.driver.lock().unwrap_or_else(|e| e.into_inner()) = Some(Box::new(driver));
     }
@@ -667,6 +693,16 @@ impl Kernel {
         self.lock().cfg.fd_limit = limit;
     }
 
+    /// Changes [`KernelConfig::spurious_ppm`] from now on ([`Mode::Minimal`]).
+    pub fn set_spurious_ppm(&self, ppm: u32) {
+        self.lock().cfg.spurious_ppm = ppm;
+    }
+
+    /// Changes [`KernelConfig::defer_ppm`] from now on ([`Mode::Minimal`]).
+    pub fn set_defer_ppm(&self, ppm: u32) {
+        self.lock().cfg.defer_ppm = ppm;
+    }
+
     /// Virtual time since creation.
     pub fn elapsed(&self) -> Duration {
         self.lock().now
@@ -718,9 +754,29 @@ impl Kernel {
         self.lock().buffered_total()
     }
 
-    /// Open descriptors.
+    /// Open descriptors, both sides.
     pub fn open_fds(&self) -> usize {
         self.lock().fds.len()
+    }
+
+    /// Open descriptors of one side (the loop's are [`Side::Os`]), for leak checks.
+    pub fn open_fds_of(&self, side: Side) -> usize {
+        let st = self.lock();
+        let peer = st.fds.range(state::PEER_FD_BASE..).count();
+        match side {
+            Side::Os => st.fds.len() - peer,
+            Side::Peer => peer,
+        }
+    }
+
+    /// Every socket the [`Os`] side has open: (descriptor, bytes in its receive buffer, bytes in
+    /// its send buffer), by descriptor number; for memory-bound checks.
+    pub fn os_sockets(&self) -> Vec<(i32, usize, usize)> {
+        let st = self.lock();
+        st.fds
+            .range(..state::PEER_FD_BASE)
+            .filter_map(|(&fd, _)| st.buffered(fd).map(|(r, w)| (fd, r, w)))
+            .collect()
     }
 
     /// The trace so far: one line per call.
@@ -728,7 +784,7 @@ impl Kernel {
         self.lock().trace.clone()
     }
 
-    /// A hash of the whole trace (kept even with [`KernelConfig::trace`] off).
+    /// A hash (FNV-1a) of the whole trace text; constant with [`KernelConfig::trace`] off.
     pub fn trace_hash(&self) -> u64 {
         self.lock().trace_hash
     }
@@ -1026,7 +1082,7 @@ impl Peer {
     /// Reads until `EAGAIN`, EOF or an error; returns the bytes and how it stopped.
     pub fn read_available(&self, fd: &Fd) -> (Vec<u8>, ReadEnd) {
         let mut out = Vec::new();
-        let mut buf = [0u8; 16 * 1024];
+        let mut buf = [0u8; 4 * 1024];
         loop {
             match self.read(fd, &mut buf) {
                 Ok(0) => return (out, ReadEnd::Eof),
@@ -1193,22 +1249,41 @@ impl Os for Kernel {
             return Err(state::os_err(e));
         }
         let mut asked = 0;
+        let mut idle_steps = 0u32;
         loop {
             let mut driven = false;
+            let mut resume = false;
             if let Some(mut driver) = self.take_driver() {
                 driven = true;
-                let wait = {
+                let (wait, before) = {
                     let st = self.lock();
-                    Wait {
+                    let wait = Wait {
                         timeout: deadline.map(|d| d.saturating_sub(st.now)),
                         now: st.now,
                         ready: st.has_ready(epoll.num),
                         asked,
-                    }
+                    };
+                    (wait, (st.generation,))
                 };
                 asked += 1;
-                let step = driver.step(self, &wait);
+                let mut step = driver.step(self, &wait);
                 self.put_driver(driver);
+                if step != DriverStep::Wait && step != DriverStep::Block {
+                    let st = self.lock();
+                    if st.generation == before.0 {
+                        idle_steps += 1;
+                    } else {
+                        idle_steps = 0;
+                    }
+                    if idle_steps >= IDLE_AGAINS
+                        && (step == DriverStep::Again || deadline.is_none())
+                    {
+                        // A driver that keeps asking to be asked again without changing
+                        // anything would spin here forever: it is taken at its word that
+                        // nothing is left.
+                        step = DriverStep::Wait;
+                    }
+                }
                 match step {
                     DriverStep::Again => continue,
                     DriverStep::Sleep(d) => {
@@ -1222,18 +1297,29 @@ impl Os for Kernel {
                             }
                             _ => {
                                 st.advance(d);
+                                let ready = st.has_ready(epoll.num);
                                 drop(st);
                                 self.shared.changed.notify_all();
-                                continue;
+                                if !ready {
+                                    continue;
+                                }
+                                // Something is ready: the wait returns it (or, if it polls as
+                                // not ready after all, asks the driver again).
+                                resume = true;
                             }
                         }
                     }
                     DriverStep::Wait => {}
+                    // As without a driver: a wait with nothing ready blocks for real.
+                    DriverStep::Block => driven = false,
                 }
             }
             let mut st = self.lock();
             let list = st.collect(epoll.num, events.capacity)?;
             st.settle();
+            if resume && list.is_empty() && timeout_ms != 0 {
+                continue;
+            }
             if !list.is_empty() || timeout_ms == 0 {
                 st.log(
                     Side::Os,
@@ -1262,6 +1348,7 @@ impl Os for Kernel {
                 None => {
                     // Block for real until another thread changes something.
                     let seen = st.generation;
+                    st.waiters += 1;
                     while st.generation == seen {
                         st = self
                             .shared
@@ -1269,6 +1356,7 @@ impl Os for Kernel {
                             .wait(st)
                             .unwrap_or_else(|e| e.into_inner());
                     }
+                    st.waiters -= 1;
                 }
             }
         }
@@ -1347,6 +1435,22 @@ impl Os for Kernel {
 
     fn take_error(&self, fd: &Fd) -> io::Result<Option<io::Error>> {
         self.do_take_error(Side::Os, fd)
+    }
+
+    fn is_connected(&self, fd: &Fd) -> io::Result<bool> {
+        // Traced (it is a syscall) but not faulted: getpeername's only errors are about the
+        // socket itself.
+        let mut st = self.lock();
+        let r = st.is_connected(fd.num);
+        st.log(
+            Side::Os,
+            format_args!(
+                "getpeername({}) = {}",
+                fd.num,
+                show(&r, |c| if *c { "0".into() } else { "ENOTCONN".into() })
+            ),
+        );
+        r
     }
 
     fn set_send_buffer(&self, fd: &Fd, bytes: usize) -> io::Result<()> {

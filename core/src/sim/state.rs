@@ -25,6 +25,9 @@ pub(super) const RDHUP: u32 = 0x2000;
 /// Identifies one open file description (what epoll tracks), never reused.
 pub(super) type FileId = u64;
 
+/// The peer's descriptors are numbered from here.
+pub(super) const PEER_FD_BASE: i32 = 1 << 20;
+
 pub(super) fn os_err(code: i32) -> io::Error {
     io::Error::from_raw_os_error(code)
 }
@@ -241,11 +244,15 @@ pub(super) struct State {
     pub(super) counters: Counters,
     pub(super) trace: String,
     pub(super) trace_lines: u64,
-    /// FNV-1a of every trace line, kept even when the text is not.
+    /// FNV-1a of the trace text.
     pub(super) trace_hash: u64,
+    /// `epoll_wait` calls blocked on the condition variable.
+    pub(super) waiters: usize,
     /// Bumped by every change a blocked `epoll_wait` may be waiting for.
     pub(super) generation: u64,
     pub(super) stalled: Option<String>,
+    /// Who makes the call under way (whose descriptor table it allocates from).
+    pub(super) current: Side,
 }
 
 impl State {
@@ -267,8 +274,10 @@ impl State {
             trace: String::new(),
             trace_lines: 0,
             trace_hash: 0xcbf2_9ce4_8422_2325,
+            waiters: 0,
             generation: 0,
             stalled: None,
+            current: Side::Os,
             cfg,
         }
     }
@@ -278,6 +287,10 @@ impl State {
     // -----------------------------------------------------------------------------------------
 
     pub(super) fn log(&mut self, side: Side, line: std::fmt::Arguments<'_>) {
+        self.trace_lines += 1;
+        if !self.cfg.trace {
+            return;
+        }
         let mut text = String::new();
         let secs = self.now.as_secs();
         let nanos = self.now.subsec_nanos();
@@ -287,15 +300,13 @@ impl State {
             self.trace_hash ^= u64::from(b);
             self.trace_hash = self.trace_hash.wrapping_mul(0x0000_0100_0000_01b3);
         }
-        self.trace_lines += 1;
-        if self.cfg.trace {
-            self.trace.push_str(&text);
-            self.trace.push('\n');
-        }
+        self.trace.push_str(&text);
+        self.trace.push('\n');
     }
 
     /// Counts one call and returns the fault the plan injects into it, if any.
     pub(super) fn enter(&mut self, side: Side, call: Call) -> Option<Fault> {
+        self.current = side;
         let n = {
             let count = self.counters.calls.entry((side, call)).or_insert(0);
             *count += 1;
@@ -344,16 +355,23 @@ impl State {
     // Descriptors
     // -----------------------------------------------------------------------------------------
 
-    /// The lowest free descriptor number, as Linux hands them out.
+    /// The lowest free descriptor number, as Linux hands them out, in the table of the side
+    /// making the current call: the [`Side::Peer`] is another process, with its own table from
+    /// [`PEER_FD_BASE`] and no limit, so that clients neither take the loop's numbers nor
+    /// count against its `RLIMIT_NOFILE`.
     fn free_fd(&self) -> io::Result<i32> {
-        let mut n = self.cfg.first_fd;
-        for (&fd, _) in self.fds.range(self.cfg.first_fd..) {
+        let (first, end) = match self.current {
+            Side::Os => (self.cfg.first_fd, PEER_FD_BASE),
+            Side::Peer => (PEER_FD_BASE, i32::MAX),
+        };
+        let mut n = first;
+        for (&fd, _) in self.fds.range(first..end) {
             if fd != n {
                 break;
             }
             n += 1;
         }
-        if n as u64 >= self.cfg.fd_limit {
+        if self.current == Side::Os && (n as u64 >= self.cfg.fd_limit || n >= PEER_FD_BASE) {
             return Err(os_err(errno::EMFILE));
         }
         Ok(n)
@@ -424,6 +442,12 @@ impl State {
 
     pub(super) fn dup(&mut self, fd: i32) -> io::Result<i32> {
         let id = self.file_of(fd)?;
+        // A duplicate lives in the table of the original.
+        self.current = if fd >= PEER_FD_BASE {
+            Side::Peer
+        } else {
+            Side::Os
+        };
         self.install(id)
     }
 
@@ -528,7 +552,10 @@ impl State {
                 l.syns.retain(|&c| c != id);
             }
         }
-        if conn == Conn::Established && (linger_zero && family == Family::Tcp || unread) {
+        if conn == Conn::Established && family == Family::Unix {
+            return self.close_unix(id, unread);
+        }
+        if conn == Conn::Established && (linger_zero || unread) {
             // `SO_LINGER` 0, or unread data (`tcp_close`): RST instead of FIN.
             let peer = self.sock(id).and_then(|s| s.peer);
             if let Some(p) = peer {
@@ -547,6 +574,31 @@ impl State {
         } else {
             self.files.remove(&id);
         }
+    }
+
+    /// `unix_release_sock`: the peer is shut down both ways at once (`EPOLLHUP`, `EPIPE` on
+    /// writes); what we sent is already in its queue (a Unix stream socket has no send queue of
+    /// its own), and unread input gives it `ECONNRESET`. There is no orphan and no RST.
+    fn close_unix(&mut self, id: FileId, unread: bool) {
+        let Some(File {
+            kind: Kind::Socket(me),
+            ..
+        }) = self.files.remove(&id)
+        else {
+            return;
+        };
+        let Some(p) = me.peer else { return };
+        let Some(peer) = self.sock_mut(p) else { return };
+        peer.rcv.extend(me.snd);
+        peer.rd_shut = true;
+        peer.fin_received = true;
+        peer.wr_shut = true;
+        peer.peer = None;
+        peer.snd.clear();
+        if unread {
+            peer.error = Some(errno::ECONNRESET);
+        }
+        self.wake(p, 0);
     }
 
     /// Drops an orphan once it has nothing left to send.
@@ -625,6 +677,19 @@ impl State {
                     }
                 }
             }
+        }
+    }
+
+    /// `minimal` mode: records the flags of `id` that fell in the middle of a call (a read
+    /// that empties the receive buffer before the peer's queued bytes refill it), so that the
+    /// refill counts as the rising edge it is.
+    fn note_fall(&mut self, id: FileId) {
+        if self.cfg.mode == Mode::Linux {
+            return;
+        }
+        let mask = self.mask_of(id);
+        if let Some(file) = self.files.get_mut(&id) {
+            file.last_mask &= mask;
         }
     }
 
@@ -1093,6 +1158,7 @@ impl State {
             .unwrap_or(Endpoint::Unix(None));
         let fd = self.install(s)?;
         if let Some(client) = waiting {
+            self.note_fall(l);
             self.establish(l, client);
         }
         Ok((fd, peer))
@@ -1176,6 +1242,7 @@ impl State {
             }
             // The window opened: the peer's queued bytes follow.
             if let Some(p) = s.peer {
+                self.note_fall(id);
                 self.pump(p);
             }
             return Ok(n);
@@ -1326,6 +1393,17 @@ impl State {
         match self.files.get_mut(&id).map(|f| &mut f.kind) {
             Some(Kind::Socket(s)) => Ok(s.error.take()),
             Some(Kind::Listener(_)) => Ok(None),
+            _ => Err(os_err(errno::ENOTSOCK)),
+        }
+    }
+
+    /// `getpeername`: whether the socket is connected (`ENOTCONN` while connecting, and after a
+    /// reset or refusal, as Linux answers).
+    pub(super) fn is_connected(&self, fd: i32) -> io::Result<bool> {
+        let id = self.file_of(fd)?;
+        match self.files.get(&id).map(|f| &f.kind) {
+            Some(Kind::Socket(s)) => Ok(s.conn == Conn::Established),
+            Some(Kind::Listener(_)) => Ok(false),
             _ => Err(os_err(errno::ENOTSOCK)),
         }
     }

@@ -512,12 +512,16 @@ impl Handler<Lines> for Echo {
 
 /// A client that sends `lines`, reads the echo, then shuts the loop down and closes.
 fn echo_run(seed: u64) -> (Vec<u8>, String) {
-    let k = Kernel::new(KernelConfig {
+    echo_over(KernelConfig {
         seed,
         send_buffer: 7,
         recv_buffer: 5,
         ..KernelConfig::default()
-    });
+    })
+}
+
+fn echo_over(config: KernelConfig) -> (Vec<u8>, String) {
+    let k = Kernel::new(config);
     let mut server = Server::with_os(k.clone(), Lines::new(1024), Config::default()).unwrap();
     let addr = Endpoint::Tcp(server.listen("127.0.0.1:0").unwrap());
     let handle = server.handle();
@@ -526,10 +530,24 @@ fn echo_run(seed: u64) -> (Vec<u8>, String) {
     let mut client: Option<Fd> = None;
     let mut offset = 0;
     let mut done = false;
+    let mut ended = false;
     {
         let got = Arc::clone(&got);
+        let mut steps = 0u64;
         k.set_driver(move |k: &Kernel, _: &Wait| {
+            steps += 1;
+            if steps > 100_000 {
+                let trace = k.trace();
+                let head: Vec<&str> = trace.lines().take(150).collect();
+                panic!(
+                    "no end after {steps} driver steps; trace head:\n{}",
+                    head.join("\n")
+                );
+            }
             let peer = k.peer();
+            if ended {
+                return DriverStep::Wait;
+            }
             let Some(fd) = client.as_ref() else {
                 client = Some(peer.connect(&addr).unwrap());
                 return DriverStep::Again;
@@ -551,6 +569,7 @@ fn echo_run(seed: u64) -> (Vec<u8>, String) {
             }
             if end == ReadEnd::Eof {
                 client = None;
+                ended = true;
                 return DriverStep::Wait;
             }
             if progress {
@@ -561,11 +580,11 @@ fn echo_run(seed: u64) -> (Vec<u8>, String) {
         });
     }
     let disconnects = Arc::new(Mutex::new(Vec::new()));
-    server
-        .run(Echo {
-            disconnects: Arc::clone(&disconnects),
-        })
-        .unwrap();
+    if let Err(e) = server.run(Echo {
+        disconnects: Arc::clone(&disconnects),
+    }) {
+        panic!("the loop failed: {e}; trace:\n{}", k.trace());
+    }
     k.clear_driver();
     let got = got.lock().unwrap().clone();
     (got, k.trace())
@@ -681,4 +700,142 @@ fn a_loop_over_the_sim_without_a_driver_serves_a_client_on_another_thread() {
     peer.shutdown(&fd, Shutdown::Write).unwrap();
     loop_thread.join().unwrap().unwrap();
     assert_eq!(disconnects.lock().unwrap().len(), 1);
+}
+
+#[test]
+fn the_real_server_echoes_over_the_minimal_mode_with_spurious_and_held_back_events() {
+    for seed in 0..20 {
+        let (got, trace) = echo_over(KernelConfig {
+            mode: Mode::Minimal,
+            seed,
+            send_buffer: 7,
+            recv_buffer: 5,
+            spurious_ppm: 300_000,
+            defer_ppm: 300_000,
+            ..KernelConfig::default()
+        });
+        assert_eq!(
+            got, b"hello\nworld, a longer line than any buffer\n",
+            "seed {seed}"
+        );
+        assert!(trace.contains("EAGAIN"));
+    }
+}
+
+#[test]
+fn minimal_mode_injects_spurious_events_from_the_seed() {
+    let run = |seed| {
+        let k = Kernel::new(KernelConfig {
+            mode: Mode::Minimal,
+            seed,
+            spurious_ppm: 500_000,
+            ..KernelConfig::default()
+        });
+        let (_l, _client, server) = pair(&k);
+        let epoll = k.epoll_create().unwrap();
+        k.epoll_add(&epoll, &server, 1, Interest::READABLE).unwrap();
+        (0..32)
+            .map(|_| wait(&k, &epoll, 0).len())
+            .collect::<Vec<_>>()
+    };
+    let events = run(11);
+    assert!(events.contains(&1), "spurious events come");
+    assert!(events.contains(&0), "not on every wait");
+    assert_eq!(
+        events,
+        run(11),
+        "the same seed gives the same spurious events"
+    );
+}
+
+#[test]
+fn minimal_mode_can_hold_an_edge_back_so_that_several_flags_arrive_in_one_event() {
+    // With every item held back while there is something else to report, the data edge of
+    // the first socket waits until its FIN has come too.
+    let k = Kernel::new(KernelConfig {
+        mode: Mode::Minimal,
+        defer_ppm: 1_000_000,
+        ..KernelConfig::default()
+    });
+    let (_l, client, server) = pair(&k);
+    let epoll = k.epoll_create().unwrap();
+    k.epoll_add(&epoll, &server, 1, Interest::READABLE).unwrap();
+    k.peer().write(&client, b"data").unwrap();
+    k.peer().shutdown(&client, Shutdown::Write).unwrap();
+    let events = wait(&k, &epoll, 0);
+    assert_eq!(events.len(), 1);
+    assert!(events[0].readable && events[0].read_hup, "{}", events[0]);
+}
+
+#[test]
+fn a_kernel_handle_is_send_sync_and_cheap_to_clone() {
+    fn send_sync<T: Send + Sync + Clone>() {}
+    send_sync::<Kernel>();
+    send_sync::<Peer>();
+    fn send_sync_fd<T: Send + Sync>() {}
+    send_sync_fd::<Fd>();
+    assert_eq!(std::mem::size_of::<Kernel>(), std::mem::size_of::<usize>());
+}
+
+#[test]
+fn counters_show_calls_per_kind_and_bytes_buffered_per_socket() {
+    let k = kernel();
+    let (_l, client, server) = pair(&k);
+    k.peer().write(&client, b"12345").unwrap();
+    assert_eq!(k.buffered(&server), Some((5, 0)));
+    assert_eq!(k.buffered(&client), Some((0, 0)));
+    assert_eq!(k.buffered_total(), 5);
+    assert_eq!(k.calls(Call::Accept), 1);
+    assert_eq!(k.peer_calls(Call::Write), 1);
+    assert_eq!(
+        k.calls(Call::Write),
+        0,
+        "the peer's calls are counted apart"
+    );
+}
+
+#[test]
+fn minimal_mode_raises_an_edge_when_a_read_empties_the_buffer_and_queued_bytes_refill_it() {
+    let k = Kernel::new(KernelConfig {
+        mode: Mode::Minimal,
+        ..KernelConfig::default()
+    });
+    let (_l, client, server) = pair(&k);
+    k.set_recv_buffer(&server, 4).unwrap();
+    let epoll = k.epoll_create().unwrap();
+    k.epoll_add(&epoll, &server, 1, Interest::READABLE).unwrap();
+    assert_eq!(k.peer().write(&client, b"12345678").unwrap(), 8);
+    assert_eq!(wait(&k, &epoll, 0).len(), 1);
+    let mut buf = [0u8; 64];
+    assert_eq!(
+        k.read(&server, &mut buf).unwrap(),
+        4,
+        "a short read: the buffer is empty"
+    );
+    assert_eq!(
+        wait(&k, &epoll, 0).len(),
+        1,
+        "the refill went from empty to readable: an edge"
+    );
+    assert_eq!(k.read(&server, &mut buf).unwrap(), 4);
+}
+
+#[test]
+fn a_driver_that_asks_again_without_doing_anything_ends_in_a_stall_not_a_spin() {
+    let k = kernel();
+    let epoll = k.epoll_create().unwrap();
+    k.set_driver(|_: &Kernel, _: &Wait| DriverStep::Again);
+    let mut events = k.events(4);
+    let err = k.epoll_wait(&epoll, &mut events, -1).unwrap_err();
+    assert!(Stall::is(&err), "{err}");
+}
+
+#[test]
+fn descriptors_and_buffers_are_counted_per_side() {
+    let k = kernel();
+    let (_l, client, server) = pair(&k);
+    assert_eq!(k.open_fds_of(Side::Os), 2, "listener and accepted socket");
+    assert_eq!(k.open_fds_of(Side::Peer), 1);
+    k.peer().write(&client, b"abc").unwrap();
+    assert_eq!(k.os_sockets(), vec![(server.raw(), 3, 0)]);
 }

@@ -76,6 +76,9 @@ pub struct Options {
     /// that the fd comparison catches a leak.
     #[doc(hidden)]
     pub leak_socket: bool,
+    /// How many loops serve the schedule: 1 (one `Server`) or more (a `refloop::Loops` group
+    /// sharing the address through `SO_REUSEPORT`, so the clients spread over the loops).
+    pub loops: usize,
 }
 
 impl Options {
@@ -90,6 +93,7 @@ impl Options {
             stall: Duration::from_millis(ms),
             known_bad: KnownBad::None,
             leak_socket: false,
+            loops: 1,
         }
     }
 }
@@ -124,6 +128,7 @@ pub fn known_bad_options(name: &str) -> Option<Options> {
             stall: Duration::from_millis(400),
             known_bad,
             leak_socket: false,
+            loops: 1,
         })
 }
 
@@ -654,6 +659,8 @@ struct Run<'s, F: WireFraming> {
     options: &'s Options,
     addr: SocketAddr,
     handle: LoopHandle<F>,
+    /// Every loop's handle, when a group serves the schedule.
+    group: Option<refloop::LoopsHandle<F>>,
     observed: Arc<Observed<F>>,
     incs: Vec<Inc>,
     /// The latest incarnation of each slot.
@@ -706,11 +713,17 @@ where
     let hold_bound = options.stall * 4;
     // The server is built on its own thread (it need not be `Send`), which reports back its
     // address and handle.
-    let (ready_tx, ready_rx) = mpsc::channel::<Result<(SocketAddr, LoopHandle<F>), String>>();
+    let (ready_tx, ready_rx) = mpsc::channel::<Result<Ready<F>, String>>();
+    let loops = options.loops;
     let (done_tx, done_rx) = mpsc::channel::<()>();
     let loop_thread = std::thread::Builder::new()
         .name("refloop-schedule-loop".into())
         .spawn(move || {
+            if loops > 1 {
+                return run_group(
+                    loops, config, recorder, hook_gate, hold_bound, ready_tx, done_tx,
+                );
+            }
             let built = Server::bind("127.0.0.1:0", F::build(), config)
                 .map_err(|e| format!("cannot bind the server: {e}"))
                 .and_then(|server| {
@@ -730,14 +743,14 @@ where
             };
             server.set_wake_hook(move || hook_gate.pass(hold_bound));
             // Ignored as above.
-            let _ = ready_tx.send(Ok((addr, server.handle())));
+            let _ = ready_tx.send(Ok((addr, server.handle(), None)));
             let result = server.run(recorder);
             // Ignored: the executor may have given up waiting; the result is still joined.
             let _ = done_tx.send(());
             result.map(drop)
         })
         .map_err(|e| format!("cannot spawn the loop thread: {e}"))?;
-    let (addr, handle) = match ready_rx.recv() {
+    let (addr, handle, group) = match ready_rx.recv() {
         Ok(Ok(ready)) => ready,
         Ok(Err(e)) => {
             // Ignored: the thread returned right after reporting the error.
@@ -760,6 +773,7 @@ where
         options,
         addr,
         handle,
+        group,
         observed,
         incs: Vec::new(),
         latest: vec![None; usize::from(super::MAX_CLIENTS)],
@@ -786,6 +800,90 @@ where
     finished?;
     let stats = stopped?;
     run.check(stats)
+}
+
+/// What the loop thread reports once it is listening: the address, the loop handle and, for a
+/// group, every loop's handle.
+type Ready<F> = (SocketAddr, LoopHandle<F>, Option<refloop::LoopsHandle<F>>);
+
+/// The loop thread's body for `loops > 1`: a `Loops` group on `SO_REUSEPORT`, every loop with
+/// the hold gate as its wake hook (whichever loop wakes first is the one held).
+fn run_group<F>(
+    loops: usize,
+    config: Config,
+    recorder: Recorder<F>,
+    gate: Arc<Gate>,
+    hold_bound: Duration,
+    ready_tx: mpsc::Sender<Result<Ready<F>, String>>,
+    done_tx: mpsc::Sender<()>,
+) -> std::io::Result<()>
+where
+    F: WireFraming,
+    F::Message: Send,
+{
+    let built = refloop::Loops::bind(
+        "127.0.0.1:0",
+        loops,
+        refloop::Sharing::ReusePort,
+        F::build(),
+        config,
+    )
+    .map_err(|e| format!("cannot bind the loops: {e}"))
+    .and_then(|group| {
+        let addr = group
+            .local_addr()
+            .map_err(|e| format!("no local address: {e}"))?;
+        Ok((group, addr))
+    });
+    let (mut group, addr) = match built {
+        Ok(built) => built,
+        Err(e) => {
+            // Ignored: the executor waits on this channel; if it is gone there is no one left
+            // to tell.
+            let _ = ready_tx.send(Err(e));
+            return Ok(());
+        }
+    };
+    for i in 0..loops {
+        let gate = Arc::clone(&gate);
+        group.set_wake_hook(i, move || gate.pass(hold_bound));
+    }
+    let handles = group.handle();
+    let first = handles
+        .loop_handle(0)
+        .expect("a group has a loop 0")
+        .clone();
+    // Ignored as in the single-loop body.
+    let _ = ready_tx.send(Ok((addr, first, Some(handles))));
+    let result = group.run(|_| Recorder {
+        observed: Arc::clone(&recorder.observed),
+    });
+    // Ignored: the executor may have given up waiting; the result is still joined.
+    let _ = done_tx.send(());
+    result.map(drop)
+}
+
+/// The counters of several loops, added up.
+fn sum_stats(all: &[Stats]) -> Stats {
+    let mut sum = Stats::default();
+    for s in all {
+        sum.accepted += s.accepted;
+        sum.connected += s.connected;
+        sum.closed += s.closed;
+        sum.accept_errors += s.accept_errors;
+        sum.stale_events += s.stale_events;
+        sum.wakeups += s.wakeups;
+        sum.eintr_retries += s.eintr_retries;
+        sum.requeued += s.requeued;
+        sum.partial_writes += s.partial_writes;
+        sum.write_calls += s.write_calls;
+        sum.read_calls += s.read_calls;
+        sum.turns += s.turns;
+        sum.signals += s.signals;
+        sum.timer_entries += s.timer_entries;
+        sum.empty_accepts += s.empty_accepts;
+    }
+    sum
 }
 
 fn spawn_senders<F>(
@@ -1402,7 +1500,11 @@ where
         for inc in &mut self.incs {
             inc.client = None;
         }
-        let stats = self.handle.stats();
+        let stats = match &self.group {
+            // Every loop's counters, summed: the invariants and reach figures are per run.
+            Some(group) => sum_stats(&group.stats()),
+            None => self.handle.stats(),
+        };
         match loop_thread.join() {
             Ok(Ok(())) => Ok(stats),
             Ok(Err(e)) => Err(format!("Server::run failed: {e}")),

@@ -23,6 +23,7 @@
 //! as a reproducer.
 
 pub mod client;
+pub mod driver;
 pub mod exec;
 
 pub mod strategy;

@@ -71,6 +71,7 @@ pub fn find_and_shrink(
         stall,
         known_bad: variant,
         leak_socket: false,
+        loops: 1,
     };
     let result = runner.run(
         &strategy::schedule(strategy::DEFAULT_MAX_STEPS),
