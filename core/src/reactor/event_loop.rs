@@ -32,6 +32,9 @@ const INPUT_KEEP: usize = 64 * 1024;
 const LISTEN_BACKLOG: u32 = 128;
 /// How long after a transient accept failure (`ENOBUFS`, `ENOMEM`) the loop tries again.
 const ACCEPT_RETRY_DELAY: Duration = Duration::from_millis(10);
+/// How long after handing a client of a shared listener to a sibling loop this loop checks
+/// the backlog itself, in case the sibling is busy or full (the edge is consumed either way).
+const HANDOVER_CHECK: Duration = Duration::from_millis(2);
 /// Stale timer entries tolerated beyond twice the live connections before the heap is
 /// compacted.
 const TIMER_SLACK: usize = 64;
@@ -146,6 +149,9 @@ struct Core<F, O: Os> {
     write_blocked: bool,
     /// Set by [`Conn::close`].
     close_requested: bool,
+    /// The connect completed with the peer's greeting and then its reset: the EOF that ends
+    /// the greeting is reported as [`DisconnectReason::Reset`].
+    reset_seen: bool,
     /// Delivery stopped with the output over the high watermark; `input` may hold whole
     /// frames, delivered before anything more is read.
     stalled: bool,
@@ -416,7 +422,7 @@ impl<F: Framing + Clone, O: Os> Server<F, O> {
     ///
     /// As [`Server::new`].
     pub fn with_os(os: O, framing: F, config: Config) -> io::Result<Server<F, O>> {
-        Server::build(os, framing, config, 0)
+        Server::build(os, framing, config, 0, super::next_instance())
     }
 
     /// [`Server::with_os`] for loop `loop_index` of a group ([`super::Loops`]).
@@ -425,6 +431,7 @@ impl<F: Framing + Clone, O: Os> Server<F, O> {
         framing: F,
         config: Config,
         loop_index: u16,
+        instance: u32,
     ) -> io::Result<Server<F, O>> {
         config
             .validate()
@@ -446,6 +453,7 @@ impl<F: Framing + Clone, O: Os> Server<F, O> {
             routes: Mutex::new(Vec::new()),
             loop_thread: std::sync::Mutex::new(None),
             loop_index,
+            instance,
             siblings: std::sync::OnceLock::new(),
             live: AtomicUsize::new(0),
         });
@@ -484,6 +492,15 @@ impl<F: Framing + Clone, O: Os> Server<F, O> {
     /// The OS layer this loop runs over.
     pub fn os(&self) -> &O {
         &self.os
+    }
+
+    /// Removes the listener added last (rolling back a group's `listen` that failed on a
+    /// later loop).
+    pub(crate) fn remove_last_listener(&mut self) {
+        if let Some(listener) = self.listeners.pop() {
+            // Ignored: the listener closes right after anyway.
+            let _ = self.os.epoll_delete(&self.epoll, &listener.fd);
+        }
     }
 
     /// The state this loop shares with its handles.
@@ -695,6 +712,10 @@ impl<F: Framing + Clone, O: Os> Server<F, O> {
                         Some(sibling) => {
                             if sibling.command(Command::Accept(index)).is_err() {
                                 self.accept_all(index, true, handler);
+                            } else {
+                                // The sibling may be busy in a callback, or fill up first:
+                                // the edge is consumed, so check the backlog ourselves soon.
+                                self.schedule_accept_retry_in(HANDOVER_CHECK);
                             }
                         }
                         None => self.accept_all(index, true, handler),
@@ -967,6 +988,9 @@ impl<F: Framing + Clone, O: Os> Server<F, O> {
             return None;
         }
         let siblings = self.shared.siblings.get()?;
+        // At our limit any sibling with room takes the client; below it only a clearly less
+        // loaded one.
+        let full = self.live >= self.config.max_connections;
         let slack = (self.live / 8).max(2);
         siblings
             .iter()
@@ -974,7 +998,9 @@ impl<F: Framing + Clone, O: Os> Server<F, O> {
             .filter(|s| !Arc::ptr_eq(s, &self.shared))
             // Relaxed: a gauge; a stale value only makes the balance a little less even.
             .map(|s| (s.live.load(Ordering::Relaxed), s))
-            .filter(|(live, _)| live + slack < self.live && *live < self.config.max_connections)
+            .filter(|(live, _)| {
+                *live < self.config.max_connections && (full || live + slack < self.live)
+            })
             .min_by_key(|(live, _)| *live)
             .map(|(_, s)| s)
     }
@@ -982,7 +1008,12 @@ impl<F: Framing + Clone, O: Os> Server<F, O> {
     /// Accepting fails for a passing reason: try again in [`ACCEPT_RETRY_DELAY`], on the
     /// loop's own timer, since no new edge comes for clients already in the backlog.
     fn schedule_accept_retry(&mut self) {
-        let at = self.os.now() + ACCEPT_RETRY_DELAY;
+        self.schedule_accept_retry_in(ACCEPT_RETRY_DELAY);
+    }
+
+    /// Accept again (every listener) in `delay`, on the loop's own timer.
+    fn schedule_accept_retry_in(&mut self, delay: Duration) {
+        let at = self.os.now() + delay;
         self.accept_retry_at = Some(self.accept_retry_at.map_or(at, |t| t.min(at)));
     }
 
@@ -1029,7 +1060,11 @@ impl<F: Framing + Clone, O: Os> Server<F, O> {
             },
             // It did connect: the peer spoke, then reset. Open it, so the handler gets what
             // was said; the read then finds the end.
-            Ok(Some(e)) if carried_data && os::is_reset(&e) => Ok(()),
+            Ok(Some(e)) if carried_data && os::is_reset(&e) => {
+                // Reading `SO_ERROR` cleared the reset; remember it for the end.
+                conn.core.reset_seen = true;
+                Ok(())
+            }
             Ok(Some(e)) | Err(e) => Err(e),
         };
         match outcome {
@@ -1083,6 +1118,7 @@ impl<F: Framing + Clone, O: Os> Server<F, O> {
             }
         };
         let id = ConnId {
+            instance: self.shared.instance,
             loop_index: self.loop_index,
             index,
             generation: self.slots[index as usize].generation,
@@ -1126,6 +1162,7 @@ impl<F: Framing + Clone, O: Os> Server<F, O> {
                 write_blocked: false,
                 close_requested: false,
                 stalled: false,
+                reset_seen: false,
                 queue_closed: false,
                 last_active: self.os.now(),
                 timer_at: None,
@@ -1161,7 +1198,7 @@ impl<F: Framing + Clone, O: Os> Server<F, O> {
     // -----------------------------------------------------------------------------------------
 
     fn on_conn_event<H: Handler<F>>(&mut self, event: Event, handler: &mut H) {
-        let id = ConnId::from_token(event.token, self.loop_index);
+        let id = ConnId::from_token(event.token, self.loop_index, self.shared.instance);
         let os = self.os.clone();
         let ignore_writable = self.config.bad(KnownBad::IgnoreWritable);
         let Some(conn) = self.conn_mut(id) else {
@@ -1360,6 +1397,9 @@ impl<F: Framing + Clone, O: Os> Server<F, O> {
                     Ok(Some(msg)) => handler.on_message(&conn_view, msg),
                     Ok(None) => {}
                     Err(e) => return ReadEnd::Close(DisconnectReason::Framing(e), true),
+                }
+                if core.reset_seen {
+                    return ReadEnd::Close(DisconnectReason::Reset, false);
                 }
                 return ReadEnd::Eof;
             }
@@ -1621,7 +1661,10 @@ impl<F: Framing + Clone, O: Os> Server<F, O> {
             }
         }
         let peer_gone = matches!(reason, DisconnectReason::Reset | DisconnectReason::Error(_));
-        if unsent_bytes > 0 && !peer_gone {
+        // Over a Unix socket the bytes written are already in the peer's receive queue, and a
+        // close never destroys them (`SO_LINGER` does nothing there): only TCP needs this.
+        let tcp = matches!(conn.core.peer, Endpoint::Tcp(_));
+        if unsent_bytes > 0 && !peer_gone && tcp {
             // The loop gives up on output it accepted: reset the connection, so the peer can
             // tell its reply was cut (a FIN would read as a complete reply), and count what
             // the kernel still held unacknowledged, which the reset destroys with the rest.
@@ -1781,9 +1824,9 @@ impl<F: Framing + Clone, O: Os> Server<F, O> {
         {
             return;
         }
-        let (slots, loop_index) = (&self.slots, self.loop_index);
+        let (slots, loop_index, instance) = (&self.slots, self.loop_index, self.shared.instance);
         self.timers.retain(|&Reverse((at, token))| {
-            let id = ConnId::from_token(token, loop_index);
+            let id = ConnId::from_token(token, loop_index, instance);
             slots
                 .get(id.index as usize)
                 .and_then(|s| s.conn.as_ref())
@@ -1792,13 +1835,13 @@ impl<F: Framing + Clone, O: Os> Server<F, O> {
     }
 
     fn expire_timers<H: Handler<F>>(&mut self, now: Instant, handler: &mut H) {
-        let loop_index = self.loop_index;
+        let (loop_index, instance) = (self.loop_index, self.shared.instance);
         while let Some(&Reverse((at, token))) = self.timers.peek() {
             if at > now {
                 break;
             }
             self.timers.pop();
-            let id = ConnId::from_token(token, loop_index);
+            let id = ConnId::from_token(token, loop_index, instance);
             let Some(conn) = self
                 .slots
                 .get_mut(id.index as usize)

@@ -23,7 +23,9 @@ use crate::os::{Linux, Os};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Sharing {
     /// One `SO_REUSEPORT` listener per loop: the kernel spreads new connections over them by
-    /// a hash of the connection's addresses (nginx's `reuseport`). TCP only.
+    /// a hash of the connection's addresses (nginx's `reuseport`). TCP only. A loop that is
+    /// busy, or at `max_connections`, keeps its hashed share of new clients waiting in its own
+    /// backlog: there is no hand-over between listeners.
     #[default]
     ReusePort,
     /// One listener, registered in every loop's epoll with `EPOLLEXCLUSIVE` (Linux 4.5), so one
@@ -106,8 +108,17 @@ impl<F: Framing + Clone, O: Os> Loops<F, O> {
                 "invalid loops: must be between 1 and 65535",
             ));
         }
+        let instance = super::next_instance();
         let servers = (0..loops)
-            .map(|i| Server::build(os.clone(), framing.clone(), config.clone(), i as u16))
+            .map(|i| {
+                Server::build(
+                    os.clone(),
+                    framing.clone(),
+                    config.clone(),
+                    i as u16,
+                    instance,
+                )
+            })
             .collect::<io::Result<Vec<_>>>()?;
         let all: Vec<_> = servers.iter().map(|s| Arc::downgrade(s.shared())).collect();
         for server in &servers {
@@ -154,8 +165,13 @@ impl<F: Framing + Clone, O: Os> Loops<F, O> {
                             .0,
                     );
                 }
-                for (server, fd) in self.servers.iter_mut().zip(fds) {
-                    server.add_listener(fd, Endpoint::Tcp(bound), None, false)?;
+                for (k, fd) in fds.into_iter().enumerate() {
+                    if let Err(e) =
+                        self.servers[k].add_listener(fd, Endpoint::Tcp(bound), None, false)
+                    {
+                        self.roll_back(k);
+                        return Err(e);
+                    }
                 }
                 Ok(bound)
             }
@@ -201,10 +217,21 @@ impl<F: Framing + Clone, O: Os> Loops<F, O> {
             fds.push(os.dup(&fd)?);
         }
         self.servers[0].add_listener(fd, local.clone(), unix_path, true)?;
-        for (server, fd) in self.servers[1..].iter_mut().zip(fds) {
-            server.add_listener(fd, local.clone(), None, true)?;
+        for (k, fd) in fds.into_iter().enumerate() {
+            if let Err(e) = self.servers[k + 1].add_listener(fd, local.clone(), None, true) {
+                self.roll_back(k + 1);
+                return Err(e);
+            }
         }
         Ok(())
+    }
+
+    /// Removes the listener just added to loops `0..k`, so that every loop keeps the same
+    /// listeners at the same indices (a hand-over names a listener by index).
+    fn roll_back(&mut self, k: usize) {
+        for server in &mut self.servers[..k] {
+            server.remove_last_listener();
+        }
     }
 
     /// The address of the first TCP listener.
@@ -285,6 +312,10 @@ impl<F: Framing + Clone, O: Os> Loops<F, O> {
                         })
                 })
                 .collect();
+            if threads.iter().any(Result::is_err) {
+                // A loop thread could not start: the others must not wait for it.
+                handle.shutdown();
+            }
             threads
                 .into_iter()
                 .map(|t| match t {

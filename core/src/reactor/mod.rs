@@ -319,6 +319,9 @@ pub enum KnownBad {
 /// kernel hands out the same fd number at once.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ConnId {
+    /// The server (or group of loops) this id belongs to, so an id never names a connection
+    /// of another one.
+    instance: u32,
     loop_index: u16,
     index: u32,
     generation: u32,
@@ -350,8 +353,9 @@ impl ConnId {
         (u64::from(self.generation) << 32) | u64::from(self.index)
     }
 
-    pub(crate) fn from_token(token: u64, loop_index: u16) -> ConnId {
+    pub(crate) fn from_token(token: u64, loop_index: u16, instance: u32) -> ConnId {
         ConnId {
+            instance,
             loop_index,
             index: token as u32,
             generation: (token >> 32) as u32,
@@ -385,6 +389,14 @@ impl fmt::Display for ConnId {
             )
         }
     }
+}
+
+/// A fresh instance number for a server or a group of loops. (A plain std atomic: a process-wide
+/// counter that orders nothing, outside any model.)
+pub(crate) fn next_instance() -> u32 {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
+    // Relaxed: only uniqueness matters; it wraps after 2^32 servers.
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 /// Why a connection ended.
@@ -599,6 +611,8 @@ pub(crate) struct Shared {
     pub(crate) loop_thread: std::sync::Mutex<Option<ThreadId>>,
     /// This loop's index among the loops of a [`crate::Loops`] (0 for a single [`Server`]).
     pub(crate) loop_index: u16,
+    /// The server's (or group's) instance number, carried by every [`ConnId`] it hands out.
+    pub(crate) instance: u32,
     /// Every loop of the group, this one included, by index (set once, when the group is
     /// built; empty for a single loop), so a handle on any loop can reach a connection on
     /// any other.
@@ -610,7 +624,12 @@ pub(crate) struct Shared {
 impl Shared {
     /// The loop with index `loop_index` of this loop's group (this loop itself for its own
     /// index); `None` if there is no such loop, or it has been dropped.
-    pub(crate) fn sibling(self: &Arc<Shared>, loop_index: u16) -> Option<Arc<Shared>> {
+    pub(crate) fn sibling(self: &Arc<Shared>, id: ConnId) -> Option<Arc<Shared>> {
+        if id.instance != self.instance {
+            // An id of another server or group: no connection here is that one.
+            return None;
+        }
+        let loop_index = id.loop_index;
         if loop_index == self.loop_index {
             return Some(Arc::clone(self));
         }
@@ -845,7 +864,7 @@ impl<F: Framing> LoopHandle<F> {
     /// [`SendError::Closed`], even when a new connection occupies the same slot and fd number.
     pub fn send_to(&mut self, id: ConnId, msg: F::Message) -> Result<(), SendError<F::Message>> {
         // A connection on another loop of the group is reached through that loop's table.
-        let owner = match self.shared.sibling(id.loop_index) {
+        let owner = match self.shared.sibling(id) {
             Some(owner) => owner,
             None => return Err(SendError::Closed(msg)),
         };
