@@ -362,11 +362,7 @@ impl Store {
     }
 
     /// Looks `key` up, dropping it first if it has expired (redis's lazy expiry).
-    fn lookup<'s>(
-        db: &'s mut Map<Vec<u8>, Entry>,
-        key: &[u8],
-        now: i64,
-    ) -> Option<&'s mut Entry> {
+    fn lookup<'s>(db: &'s mut Map<Vec<u8>, Entry>, key: &[u8], now: i64) -> Option<&'s mut Entry> {
         let expired = matches!(db.get(key), Some(Entry { expire_at: Some(at), .. }) if *at <= now);
         if expired {
             db.remove(key);
@@ -382,7 +378,10 @@ impl Store {
         match cmd {
             "get" => match Self::lookup(db, a[1], now) {
                 None => reply::null(out),
-                Some(Entry { value: Value::Str(v), .. }) => reply::bulk(out, v),
+                Some(Entry {
+                    value: Value::Str(v),
+                    ..
+                }) => reply::bulk(out, v),
                 Some(_) => out.extend_from_slice(WRONGTYPE),
             },
             "set" => set(db, a, now, out),
@@ -425,7 +424,10 @@ impl Store {
                     );
                     reply::int(out, a[2].len() as i64);
                 }
-                Some(Entry { value: Value::Str(v), .. }) => {
+                Some(Entry {
+                    value: Value::Str(v),
+                    ..
+                }) => {
                     if v.len() as u64 + a[2].len() as u64 > max_bulk as u64 {
                         reply::error(
                             out,
@@ -440,7 +442,10 @@ impl Store {
             },
             "strlen" => match Self::lookup(db, a[1], now) {
                 None => reply::int(out, 0),
-                Some(Entry { value: Value::Str(v), .. }) => reply::int(out, v.len() as i64),
+                Some(Entry {
+                    value: Value::Str(v),
+                    ..
+                }) => reply::int(out, v.len() as i64),
                 Some(_) => out.extend_from_slice(WRONGTYPE),
             },
             "mset" => {
@@ -463,7 +468,10 @@ impl Store {
                 reply::array(out, a.len() - 1);
                 for key in &a[1..] {
                     match Self::lookup(db, key, now) {
-                        Some(Entry { value: Value::Str(v), .. }) => reply::bulk(out, v),
+                        Some(Entry {
+                            value: Value::Str(v),
+                            ..
+                        }) => reply::bulk(out, v),
                         _ => reply::null(out),
                     }
                 }
@@ -497,9 +505,10 @@ impl Store {
                 };
                 match Self::lookup(db, a[1], now) {
                     None => reply::empty_array(out),
-                    Some(Entry { value: Value::List(list), .. }) => {
-                        list_range(out, list, start, end, false)
-                    }
+                    Some(Entry {
+                        value: Value::List(list),
+                        ..
+                    }) => list_range(out, list, start, end, false),
                     Some(_) => out.extend_from_slice(WRONGTYPE),
                 }
             }
@@ -545,13 +554,22 @@ impl Store {
             "zpopmin" => zpopmin(db, a, now, out),
             "ttl" | "pttl" => match Self::lookup(db, a[1], now) {
                 None => reply::int(out, -2),
-                Some(Entry { expire_at: None, .. }) => reply::int(out, -1),
+                Some(Entry {
+                    expire_at: None, ..
+                }) => reply::int(out, -1),
                 Some(Entry {
                     expire_at: Some(at),
                     ..
                 }) => {
                     let ttl = (*at - now).max(0);
-                    reply::int(out, if cmd == "pttl" { ttl } else { (ttl + 500) / 1000 });
+                    reply::int(
+                        out,
+                        if cmd == "pttl" {
+                            ttl
+                        } else {
+                            (ttl + 500) / 1000
+                        },
+                    );
                 }
             },
             other => reply::error(out, format!("kv has no handler for '{other}'").as_bytes()),
@@ -616,7 +634,11 @@ fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
                         i += 1;
                     }
                 }
-                let after = if i < rest.len() { &rest[i + 1..] } else { &rest[i..] };
+                let after = if i < rest.len() {
+                    &rest[i + 1..]
+                } else {
+                    &rest[i..]
+                };
                 matched != negate && go(after, trest)
             }
             b'\\' if !rest.is_empty() => {
@@ -703,7 +725,10 @@ fn set(db: &mut Map<Vec<u8>, Entry>, a: &[&[u8]], now: i64, out: &mut Vec<u8>) {
     if flags & GET != 0 {
         match &existing {
             None => reply::null(out),
-            Some(Entry { value: Value::Str(v), .. }) => reply::bulk(out, v),
+            Some(Entry {
+                value: Value::Str(v),
+                ..
+            }) => reply::bulk(out, v),
             Some(_) => {
                 out.extend_from_slice(WRONGTYPE);
                 return;
@@ -737,7 +762,10 @@ fn incr_by(db: &mut Map<Vec<u8>, Entry>, key: &[u8], by: i64, now: i64, out: &mu
     let entry = Store::lookup(db, key, now);
     let current = match &entry {
         None => 0,
-        Some(Entry { value: Value::Str(v), .. }) => match parse_i64(v) {
+        Some(Entry {
+            value: Value::Str(v),
+            ..
+        }) => match parse_i64(v) {
             Some(n) => n,
             None => {
                 out.extend_from_slice(NOT_INTEGER);
@@ -836,7 +864,11 @@ fn pop(db: &mut Map<Vec<u8>, Entry>, cmd: &str, a: &[&[u8]], now: i64, out: &mut
             return;
         }
         None => {
-            let item = if front { list.pop_front() } else { list.pop_back() };
+            let item = if front {
+                list.pop_front()
+            } else {
+                list.pop_back()
+            };
             match item {
                 Some(item) => reply::bulk(out, &item),
                 None => reply::null(out),
@@ -846,7 +878,11 @@ fn pop(db: &mut Map<Vec<u8>, Entry>, cmd: &str, a: &[&[u8]], now: i64, out: &mut
             let take = (n as u64).min(list.len() as u64) as usize;
             reply::array(out, take);
             for _ in 0..take {
-                let item = if front { list.pop_front() } else { list.pop_back() };
+                let item = if front {
+                    list.pop_front()
+                } else {
+                    list.pop_back()
+                };
                 if let Some(item) = item {
                     reply::bulk(out, &item);
                 }
@@ -918,7 +954,8 @@ fn spop(db: &mut Map<Vec<u8>, Entry>, a: &[&[u8]], now: i64, out: &mut Vec<u8>) 
 }
 
 fn zadd(db: &mut Map<Vec<u8>, Entry>, a: &[&[u8]], now: i64, out: &mut Vec<u8>) {
-    let (mut nx, mut xx, mut ch, mut incr, mut gt, mut lt) = (false, false, false, false, false, false);
+    let (mut nx, mut xx, mut ch, mut incr, mut gt, mut lt) =
+        (false, false, false, false, false, false);
     let mut idx = 2;
     while idx < a.len() {
         let opt = a[idx];
@@ -945,11 +982,17 @@ fn zadd(db: &mut Map<Vec<u8>, Entry>, a: &[&[u8]], now: i64, out: &mut Vec<u8>) 
         return;
     }
     if nx && xx {
-        reply::error(out, b"XX and NX options at the same time are not compatible");
+        reply::error(
+            out,
+            b"XX and NX options at the same time are not compatible",
+        );
         return;
     }
     if (gt && nx) || (lt && nx) || (gt && lt) {
-        reply::error(out, b"GT, LT, and/or NX options at the same time are not compatible");
+        reply::error(
+            out,
+            b"GT, LT, and/or NX options at the same time are not compatible",
+        );
         return;
     }
     if incr && elements > 2 {

@@ -3,7 +3,8 @@
 use refloop::framing::resp::{write_bulk, write_header};
 
 /// `-WRONGTYPE ...`, redis's `shared.wrongtypeerr`.
-pub const WRONGTYPE: &[u8] = b"-WRONGTYPE Operation against a key holding the wrong kind of value\r\n";
+pub const WRONGTYPE: &[u8] =
+    b"-WRONGTYPE Operation against a key holding the wrong kind of value\r\n";
 /// `shared.syntaxerr`.
 pub const SYNTAX: &[u8] = b"-ERR syntax error\r\n";
 /// `getLongLongFromObjectOrReply`'s default error.
@@ -45,7 +46,10 @@ pub fn bulk(out: &mut Vec<u8>, bytes: &[u8]) {
 /// `addReplyErrorFormat` and `rejectCommandFormat` do.
 pub fn error(out: &mut Vec<u8>, text: &[u8]) {
     out.extend_from_slice(b"-ERR ");
-    out.extend(text.iter().map(|&b| if b == b'\r' || b == b'\n' { b' ' } else { b }));
+    out.extend(
+        text.iter()
+            .map(|&b| if b == b'\r' || b == b'\n' { b' ' } else { b }),
+    );
     out.extend_from_slice(b"\r\n");
 }
 
