@@ -831,9 +831,10 @@ fn pop(db: &mut Map<Vec<u8>, Entry>, cmd: &str, a: &[&[u8]], now: i64, out: &mut
         return;
     }
     let count = if a.len() == 3 {
+        // `getPositiveLongFromObjectOrReply` gives its own message for every failure.
         match parse_i64(a[2]) {
             None => {
-                out.extend_from_slice(NOT_INTEGER);
+                out.extend_from_slice(NOT_POSITIVE);
                 return;
             }
             Some(n) if n < 0 => {
@@ -900,9 +901,10 @@ fn spop(db: &mut Map<Vec<u8>, Entry>, a: &[&[u8]], now: i64, out: &mut Vec<u8>) 
         return;
     }
     let count = if a.len() == 3 {
+        // `getPositiveLongFromObjectOrReply` gives its own message for every failure.
         match parse_i64(a[2]) {
             None => {
-                out.extend_from_slice(NOT_INTEGER);
+                out.extend_from_slice(NOT_POSITIVE);
                 return;
             }
             Some(n) if n < 0 => {
@@ -1080,9 +1082,10 @@ fn zpopmin(db: &mut Map<Vec<u8>, Entry>, a: &[&[u8]], now: i64, out: &mut Vec<u8
         return;
     }
     let count = if a.len() == 3 {
+        // `getPositiveLongFromObjectOrReply` gives its own message for every failure.
         match parse_i64(a[2]) {
             None => {
-                out.extend_from_slice(NOT_INTEGER);
+                out.extend_from_slice(NOT_POSITIVE);
                 return;
             }
             Some(n) if n < 0 => {

@@ -220,8 +220,8 @@ fn command(options: Options) -> impl Strategy<Value = Vec<Vec<u8>>> {
         1 => int().prop_map(|n| vec![opt("SELECT"), n]),
         1 => prop::sample::select(&["save", "appendonly", "no-such-parameter"][..])
             .prop_map(|p| vec![opt("CONFIG"), opt("GET"), opt(p)]),
-        1 => prop::sample::select(&["CONFIG", "COMMAND"][..])
-            .prop_map(|c| vec![opt(c), opt("zzbogus")]),
+        // Not COMMAND: dropping the argument would ask redis for its whole command table.
+        1 => Just(vec![opt("CONFIG"), opt("zzbogus")]),
         // Unknown commands, with the 128-byte cuts of redis's error in reach.
         2 => (
             prop_oneof![

@@ -76,6 +76,27 @@ pub fn exchange(addr: SocketAddr, stream: &[u8]) -> io::Result<Exchange> {
     }
 }
 
+/// Sends `stream` alone, with no sentinel, and reads until the server closes.
+///
+/// For streams that must end in a close (a protocol error that needs the bytes to stop, such
+/// as a line over 64 KiB with no line end at all).
+///
+/// # Errors
+///
+/// Connect and write errors, and a read that waits longer than [`READ_BOUND`] (the server
+/// kept the connection open).
+pub fn exchange_until_close(addr: SocketAddr, stream: &[u8]) -> io::Result<Vec<u8>> {
+    let mut conn = TcpStream::connect(addr)?;
+    conn.set_read_timeout(Some(READ_BOUND))?;
+    conn.write_all(stream)?;
+    let mut got = Vec::new();
+    match conn.read_to_end(&mut got) {
+        Ok(_) => Ok(got),
+        Err(e) if e.kind() == io::ErrorKind::ConnectionReset => Ok(got),
+        Err(e) => Err(e),
+    }
+}
+
 /// Sends one command and returns its whole reply (for set-up such as `FLUSHALL`).
 ///
 /// # Errors
