@@ -4,7 +4,7 @@
 //!
 //! Both servers are started once per test (single process, redis with `--save ''
 //! --appendonly no`); every case runs on new connections after a `FLUSHALL`, so each starts
-//! from an empty keyspace in database 0. Case counts come from `PROPTEST_CASES` (default 256).
+//! from an empty keyspace in database 0. Cases: four per `PROPTEST_CASES`, 2048 when unset.
 
 use std::net::SocketAddr;
 
@@ -14,11 +14,12 @@ use refloop_integration::resp::gen::{self, Options, Stream};
 use refloop_integration::resp::servers::Server;
 use refloop_integration::resp::wire::{command, exchange, exchange_until_close, Exchange};
 
+/// Four cases per `PROPTEST_CASES` (a case costs about a millisecond), 2048 when unset.
 fn cases() -> u32 {
     std::env::var("PROPTEST_CASES")
         .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(256)
+        .and_then(|v| v.parse::<u32>().ok())
+        .map_or(2048, |n| n.saturating_mul(4))
 }
 
 fn streams() -> impl Strategy<Value = Stream> {
@@ -153,9 +154,15 @@ fn over_long_lines_get_redis_s_too_big_errors_then_a_close() {
     let redis = Server::redis(&[]);
     let long = vec![b'a'; 70_000];
     for (prefix, error) in [
-        (&b""[..], &b"-ERR Protocol error: too big inline request\r\n"[..]),
+        (
+            &b""[..],
+            &b"-ERR Protocol error: too big inline request\r\n"[..],
+        ),
         (b"*", b"-ERR Protocol error: too big mbulk count string\r\n"),
-        (b"*1\r\n$", b"-ERR Protocol error: too big bulk count string\r\n"),
+        (
+            b"*1\r\n$",
+            b"-ERR Protocol error: too big bulk count string\r\n",
+        ),
     ] {
         let stream = [prefix, &long].concat();
         let ours = exchange_until_close(kv.addr, &stream).unwrap();

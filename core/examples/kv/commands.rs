@@ -21,11 +21,13 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use refloop::framing::resp::{string2ll, Args};
 use refloop::ConnId;
 
-use crate::reply::{self, NOT_FLOAT, NOT_INTEGER, NOT_POSITIVE, SYNTAX, WRONGTYPE};
+use crate::collections::{list_range, pop, spop, zadd, zpopmin};
+use crate::reply::{self, NOT_INTEGER, SYNTAX, WRONGTYPE};
+use crate::strings::{incr_by, set};
 
 /// FxHash: keys come from clients, but the server is a benchmark example, not a shared service.
 #[derive(Default, Clone, Copy)]
-struct FxHasher(u64);
+pub struct FxHasher(u64);
 
 impl Hasher for FxHasher {
     fn write(&mut self, bytes: &[u8]) {
@@ -53,8 +55,8 @@ impl Hasher for FxHasher {
     }
 }
 
-type Fx = BuildHasherDefault<FxHasher>;
-type Map<K, V> = HashMap<K, V, Fx>;
+pub type Fx = BuildHasherDefault<FxHasher>;
+pub type Map<K, V> = HashMap<K, V, Fx>;
 
 /// How many databases `SELECT` chooses from (redis's `databases 16`).
 const DATABASES: usize = 16;
@@ -69,7 +71,7 @@ pub enum Outcome {
     CloseNow,
 }
 
-enum Value {
+pub enum Value {
     Str(Vec<u8>),
     List(VecDeque<Vec<u8>>),
     Set(HashSet<Vec<u8>, Fx>),
@@ -77,22 +79,22 @@ enum Value {
     Zset(Zset),
 }
 
-struct Entry {
-    value: Value,
+pub struct Entry {
+    pub value: Value,
     /// Unix time in milliseconds at which the key expires.
-    expire_at: Option<i64>,
+    pub expire_at: Option<i64>,
 }
 
 /// A sorted set: members by score, then by their bytes, as redis orders them.
 #[derive(Default)]
-struct Zset {
-    scores: Map<Vec<u8>, f64>,
-    order: BTreeSet<(Score, Vec<u8>)>,
+pub struct Zset {
+    pub scores: Map<Vec<u8>, f64>,
+    pub order: BTreeSet<(Score, Vec<u8>)>,
 }
 
 /// A score ordered as redis compares doubles (`-0` equals `0`; NaN is never stored).
 #[derive(Clone, Copy, PartialEq)]
-struct Score(f64);
+pub struct Score(pub f64);
 
 impl Eq for Score {}
 
@@ -137,7 +139,7 @@ fn memchr_nul(arg: &[u8]) -> Option<usize> {
 }
 
 /// `strcasecmp(arg, word) == 0`.
-fn is(arg: &[u8], word: &str) -> bool {
+pub fn is(arg: &[u8], word: &str) -> bool {
     cstr(arg).eq_ignore_ascii_case(word.as_bytes())
 }
 
@@ -195,13 +197,13 @@ fn arity_ok(arity: i32, argc: usize) -> bool {
 }
 
 /// `string2ll` as `getLongLongFromObject` applies it.
-fn parse_i64(arg: &[u8]) -> Option<i64> {
+pub fn parse_i64(arg: &[u8]) -> Option<i64> {
     string2ll(arg)
 }
 
 /// Redis's `string2d`: `strtod` over the whole argument, no leading space, no NaN, no overflow
 /// to infinity (an explicit `inf` is fine).
-fn parse_f64(arg: &[u8]) -> Option<f64> {
+pub fn parse_f64(arg: &[u8]) -> Option<f64> {
     let text = std::str::from_utf8(arg).ok()?;
     let first = *arg.first()?;
     if matches!(first, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r') {
@@ -362,7 +364,11 @@ impl Store {
     }
 
     /// Looks `key` up, dropping it first if it has expired (redis's lazy expiry).
-    fn lookup<'s>(db: &'s mut Map<Vec<u8>, Entry>, key: &[u8], now: i64) -> Option<&'s mut Entry> {
+    pub fn lookup<'s>(
+        db: &'s mut Map<Vec<u8>, Entry>,
+        key: &[u8],
+        now: i64,
+    ) -> Option<&'s mut Entry> {
         let expired = matches!(db.get(key), Some(Entry { expire_at: Some(at), .. }) if *at <= now);
         if expired {
             db.remove(key);
@@ -449,7 +455,7 @@ impl Store {
                 Some(_) => out.extend_from_slice(WRONGTYPE),
             },
             "mset" => {
-                if a.len() % 2 == 0 {
+                if a.len().is_multiple_of(2) {
                     reply::arity(out, "mset");
                     return;
                 }
@@ -529,7 +535,7 @@ impl Store {
             }
             "spop" => spop(db, a, now, out),
             "hset" => {
-                if a.len() % 2 == 1 {
+                if !a.len().is_multiple_of(2) {
                     reply::arity(out, "hset");
                     return;
                 }
@@ -648,479 +654,6 @@ fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
         }
     }
     go(pattern, text)
-}
-
-fn set(db: &mut Map<Vec<u8>, Entry>, a: &[&[u8]], now: i64, out: &mut Vec<u8>) {
-    const NX: u32 = 1;
-    const XX: u32 = 2;
-    const EX: u32 = 4;
-    const PX: u32 = 8;
-    const KEEPTTL: u32 = 16;
-    const GET: u32 = 32;
-    const EXAT: u32 = 64;
-    const PXAT: u32 = 128;
-    const ANY_EXPIRE: u32 = EX | PX | EXAT | PXAT;
-    let mut flags = 0;
-    let mut expire: Option<&[u8]> = None;
-    let mut j = 3;
-    while j < a.len() {
-        let opt = a[j];
-        let next = a.get(j + 1).copied();
-        // An expiry option: allowed unless one of `excluded` is set, and only with a value.
-        let expiry = |flags: u32, excluded: u32| flags & excluded == 0 && next.is_some();
-        if is(opt, "nx") && flags & XX == 0 {
-            flags |= NX;
-        } else if is(opt, "xx") && flags & NX == 0 {
-            flags |= XX;
-        } else if is(opt, "get") {
-            flags |= GET;
-        } else if is(opt, "keepttl") && flags & ANY_EXPIRE == 0 {
-            flags |= KEEPTTL;
-        } else if is(opt, "ex") && expiry(flags, KEEPTTL | EXAT | PX | PXAT) {
-            flags |= EX;
-            expire = next;
-            j += 1;
-        } else if is(opt, "px") && expiry(flags, KEEPTTL | EX | EXAT | PXAT) {
-            flags |= PX;
-            expire = next;
-            j += 1;
-        } else if is(opt, "exat") && expiry(flags, KEEPTTL | EX | PX | PXAT) {
-            flags |= EXAT;
-            expire = next;
-            j += 1;
-        } else if is(opt, "pxat") && expiry(flags, KEEPTTL | EX | EXAT | PX) {
-            flags |= PXAT;
-            expire = next;
-            j += 1;
-        } else {
-            out.extend_from_slice(SYNTAX);
-            return;
-        }
-        j += 1;
-    }
-    let mut expire_at = None;
-    if let Some(arg) = expire {
-        let Some(mut ms) = parse_i64(arg) else {
-            out.extend_from_slice(NOT_INTEGER);
-            return;
-        };
-        let seconds = flags & (EX | EXAT) != 0;
-        if ms <= 0 || (seconds && ms > i64::MAX / 1000) {
-            reply::error(out, b"invalid expire time in 'set' command");
-            return;
-        }
-        if seconds {
-            ms *= 1000;
-        }
-        if flags & (EX | PX) != 0 {
-            ms = ms.wrapping_add(now);
-        }
-        if ms <= 0 {
-            reply::error(out, b"invalid expire time in 'set' command");
-            return;
-        }
-        expire_at = Some(ms);
-    }
-    let existing = Store::lookup(db, a[1], now);
-    if flags & GET != 0 {
-        match &existing {
-            None => reply::null(out),
-            Some(Entry {
-                value: Value::Str(v),
-                ..
-            }) => reply::bulk(out, v),
-            Some(_) => {
-                out.extend_from_slice(WRONGTYPE);
-                return;
-            }
-        }
-    }
-    let found = existing.is_some();
-    if (flags & NX != 0 && found) || (flags & XX != 0 && !found) {
-        if flags & GET == 0 {
-            reply::null(out);
-        }
-        return;
-    }
-    let kept = match existing {
-        Some(entry) if flags & KEEPTTL != 0 => entry.expire_at,
-        _ => None,
-    };
-    db.insert(
-        a[1].to_vec(),
-        Entry {
-            value: Value::Str(a[2].to_vec()),
-            expire_at: expire_at.or(kept),
-        },
-    );
-    if flags & GET == 0 {
-        reply::ok(out);
-    }
-}
-
-fn incr_by(db: &mut Map<Vec<u8>, Entry>, key: &[u8], by: i64, now: i64, out: &mut Vec<u8>) {
-    let entry = Store::lookup(db, key, now);
-    let current = match &entry {
-        None => 0,
-        Some(Entry {
-            value: Value::Str(v),
-            ..
-        }) => match parse_i64(v) {
-            Some(n) => n,
-            None => {
-                out.extend_from_slice(NOT_INTEGER);
-                return;
-            }
-        },
-        Some(_) => {
-            out.extend_from_slice(WRONGTYPE);
-            return;
-        }
-    };
-    let Some(value) = current.checked_add(by) else {
-        reply::error(out, b"increment or decrement would overflow");
-        return;
-    };
-    let text = value.to_string().into_bytes();
-    match entry {
-        Some(entry) => entry.value = Value::Str(text),
-        None => {
-            db.insert(
-                key.to_vec(),
-                Entry {
-                    value: Value::Str(text),
-                    expire_at: None,
-                },
-            );
-        }
-    }
-    reply::int(out, value);
-}
-
-/// Redis's `addListRangeReply`.
-fn list_range(out: &mut Vec<u8>, list: &VecDeque<Vec<u8>>, start: i64, end: i64, reverse: bool) {
-    let len = list.len() as i64;
-    let mut start = if start < 0 { len + start } else { start };
-    let mut end = if end < 0 { len + end } else { end };
-    if start < 0 {
-        start = 0;
-    }
-    if start > end || start >= len {
-        reply::empty_array(out);
-        return;
-    }
-    if end >= len {
-        end = len - 1;
-    }
-    reply::array(out, (end - start + 1) as usize);
-    let range = list.range(start as usize..=end as usize);
-    if reverse {
-        for item in range.rev() {
-            reply::bulk(out, item);
-        }
-    } else {
-        for item in range {
-            reply::bulk(out, item);
-        }
-    }
-}
-
-fn pop(db: &mut Map<Vec<u8>, Entry>, cmd: &str, a: &[&[u8]], now: i64, out: &mut Vec<u8>) {
-    if a.len() > 3 {
-        reply::arity(out, cmd);
-        return;
-    }
-    let count = if a.len() == 3 {
-        // `getPositiveLongFromObjectOrReply` gives its own message for every failure.
-        match parse_i64(a[2]) {
-            None => {
-                out.extend_from_slice(NOT_POSITIVE);
-                return;
-            }
-            Some(n) if n < 0 => {
-                out.extend_from_slice(NOT_POSITIVE);
-                return;
-            }
-            Some(n) => Some(n),
-        }
-    } else {
-        None
-    };
-    let Some(entry) = Store::lookup(db, a[1], now) else {
-        if count.is_some() {
-            reply::null_array(out);
-        } else {
-            reply::null(out);
-        }
-        return;
-    };
-    let Value::List(list) = &mut entry.value else {
-        out.extend_from_slice(WRONGTYPE);
-        return;
-    };
-    let front = cmd == "lpop";
-    match count {
-        Some(0) => {
-            reply::empty_array(out);
-            return;
-        }
-        None => {
-            let item = if front {
-                list.pop_front()
-            } else {
-                list.pop_back()
-            };
-            match item {
-                Some(item) => reply::bulk(out, &item),
-                None => reply::null(out),
-            }
-        }
-        Some(n) => {
-            let take = (n as u64).min(list.len() as u64) as usize;
-            reply::array(out, take);
-            for _ in 0..take {
-                let item = if front {
-                    list.pop_front()
-                } else {
-                    list.pop_back()
-                };
-                if let Some(item) = item {
-                    reply::bulk(out, &item);
-                }
-            }
-        }
-    }
-    if list.is_empty() {
-        db.remove(a[1]);
-    }
-}
-
-fn spop(db: &mut Map<Vec<u8>, Entry>, a: &[&[u8]], now: i64, out: &mut Vec<u8>) {
-    if a.len() > 3 {
-        out.extend_from_slice(SYNTAX);
-        return;
-    }
-    let count = if a.len() == 3 {
-        // `getPositiveLongFromObjectOrReply` gives its own message for every failure.
-        match parse_i64(a[2]) {
-            None => {
-                out.extend_from_slice(NOT_POSITIVE);
-                return;
-            }
-            Some(n) if n < 0 => {
-                out.extend_from_slice(NOT_POSITIVE);
-                return;
-            }
-            Some(n) => Some(n as u64),
-        }
-    } else {
-        None
-    };
-    let Some(entry) = Store::lookup(db, a[1], now) else {
-        if count.is_some() {
-            reply::empty_array(out);
-        } else {
-            reply::null(out);
-        }
-        return;
-    };
-    let Value::Set(set) = &mut entry.value else {
-        out.extend_from_slice(WRONGTYPE);
-        return;
-    };
-    match count {
-        Some(0) => {
-            reply::empty_array(out);
-            return;
-        }
-        None => {
-            let member = set.iter().next().cloned();
-            if let Some(member) = member {
-                set.remove(&member);
-                reply::bulk(out, &member);
-            }
-        }
-        Some(n) => {
-            let take = n.min(set.len() as u64) as usize;
-            let members: Vec<Vec<u8>> = set.iter().take(take).cloned().collect();
-            reply::array(out, members.len());
-            for member in &members {
-                set.remove(member);
-                reply::bulk(out, member);
-            }
-        }
-    }
-    if set.is_empty() {
-        db.remove(a[1]);
-    }
-}
-
-fn zadd(db: &mut Map<Vec<u8>, Entry>, a: &[&[u8]], now: i64, out: &mut Vec<u8>) {
-    let (mut nx, mut xx, mut ch, mut incr, mut gt, mut lt) =
-        (false, false, false, false, false, false);
-    let mut idx = 2;
-    while idx < a.len() {
-        let opt = a[idx];
-        if is(opt, "nx") {
-            nx = true;
-        } else if is(opt, "xx") {
-            xx = true;
-        } else if is(opt, "ch") {
-            ch = true;
-        } else if is(opt, "incr") {
-            incr = true;
-        } else if is(opt, "gt") {
-            gt = true;
-        } else if is(opt, "lt") {
-            lt = true;
-        } else {
-            break;
-        }
-        idx += 1;
-    }
-    let elements = a.len() - idx;
-    if elements % 2 == 1 || elements == 0 {
-        out.extend_from_slice(SYNTAX);
-        return;
-    }
-    if nx && xx {
-        reply::error(
-            out,
-            b"XX and NX options at the same time are not compatible",
-        );
-        return;
-    }
-    if (gt && nx) || (lt && nx) || (gt && lt) {
-        reply::error(
-            out,
-            b"GT, LT, and/or NX options at the same time are not compatible",
-        );
-        return;
-    }
-    if incr && elements > 2 {
-        reply::error(out, b"INCR option supports a single increment-element pair");
-        return;
-    }
-    let mut pairs = Vec::with_capacity(elements / 2);
-    for pair in a[idx..].chunks_exact(2) {
-        let Some(score) = parse_f64(pair[0]) else {
-            out.extend_from_slice(NOT_FLOAT);
-            return;
-        };
-        // Redis's small (listpack) sorted sets store an integral score as an integer, so `-0`
-        // comes back as `0`.
-        pairs.push((if score == 0.0 { 0.0 } else { score }, pair[1]));
-    }
-    let entry = match Store::lookup(db, a[1], now) {
-        Some(entry) => entry,
-        None if xx => {
-            if incr {
-                reply::null(out);
-            } else {
-                reply::int(out, 0);
-            }
-            return;
-        }
-        None => db.entry(a[1].to_vec()).or_insert(Entry {
-            value: Value::Zset(Zset::default()),
-            expire_at: None,
-        }),
-    };
-    let Value::Zset(zset) = &mut entry.value else {
-        out.extend_from_slice(WRONGTYPE);
-        return;
-    };
-    let (mut added, mut updated, mut processed) = (0i64, 0i64, 0);
-    let mut last = 0.0;
-    for (score, member) in pairs {
-        match zset.scores.get(member).copied() {
-            Some(current) => {
-                if nx {
-                    continue;
-                }
-                let score = if incr { score + current } else { score };
-                if score.is_nan() {
-                    reply::error(out, b"resulting score is not a number (NaN)");
-                    return;
-                }
-                if (lt && score >= current) || (gt && score <= current) {
-                    continue;
-                }
-                last = score;
-                processed += 1;
-                if score != current {
-                    zset.order.remove(&(Score(current), member.to_vec()));
-                    zset.order.insert((Score(score), member.to_vec()));
-                    zset.scores.insert(member.to_vec(), score);
-                    updated += 1;
-                }
-            }
-            None if !xx => {
-                zset.order.insert((Score(score), member.to_vec()));
-                zset.scores.insert(member.to_vec(), score);
-                last = score;
-                added += 1;
-                processed += 1;
-            }
-            None => {}
-        }
-    }
-    if incr {
-        if processed > 0 {
-            reply::double(out, last);
-        } else {
-            reply::null(out);
-        }
-    } else {
-        reply::int(out, if ch { added + updated } else { added });
-    }
-}
-
-fn zpopmin(db: &mut Map<Vec<u8>, Entry>, a: &[&[u8]], now: i64, out: &mut Vec<u8>) {
-    if a.len() > 3 {
-        out.extend_from_slice(SYNTAX);
-        return;
-    }
-    let count = if a.len() == 3 {
-        // `getPositiveLongFromObjectOrReply` gives its own message for every failure.
-        match parse_i64(a[2]) {
-            None => {
-                out.extend_from_slice(NOT_POSITIVE);
-                return;
-            }
-            Some(n) if n < 0 => {
-                out.extend_from_slice(NOT_POSITIVE);
-                return;
-            }
-            Some(n) => n as u64,
-        }
-    } else {
-        1
-    };
-    let Some(entry) = Store::lookup(db, a[1], now) else {
-        reply::empty_array(out);
-        return;
-    };
-    let Value::Zset(zset) = &mut entry.value else {
-        out.extend_from_slice(WRONGTYPE);
-        return;
-    };
-    if count == 0 {
-        reply::empty_array(out);
-        return;
-    }
-    let take = count.min(zset.order.len() as u64) as usize;
-    reply::array(out, take * 2);
-    for _ in 0..take {
-        if let Some((score, member)) = zset.order.pop_first() {
-            zset.scores.remove(&member);
-            reply::bulk(out, &member);
-            reply::double(out, score.0);
-        }
-    }
-    if zset.order.is_empty() {
-        db.remove(a[1]);
-    }
 }
 
 #[cfg(test)]

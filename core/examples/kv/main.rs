@@ -15,8 +15,10 @@
 //! pipelines without reading is paused by the loop's high watermark instead of growing its
 //! output buffer without limit.
 
+mod collections;
 mod commands;
 mod reply;
+mod strings;
 
 use std::io::{self, Write};
 use std::process::ExitCode;

@@ -79,7 +79,7 @@ pub fn format_double(d: f64) -> String {
     let sci = format!("{:.*e}", (P - 1) as usize, d);
     let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
     let exp: i32 = exp.parse().unwrap_or(0);
-    let body = if exp < -4 || exp >= P {
+    let body = if !(-4..P).contains(&exp) {
         let mantissa = strip_zeros(mantissa);
         let sign = if exp < 0 { '-' } else { '+' };
         format!("{mantissa}e{sign}{:02}", exp.abs())
