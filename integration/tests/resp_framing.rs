@@ -119,3 +119,25 @@ fn the_same_property_rejects_a_decoder_that_reserves_by_the_declared_length() {
     .unwrap_err();
     assert_eq!(violation.property, Property::BoundedAllocation);
 }
+
+/// Every checked-in input of the `resp` fuzz target (seed corpus and any regressions) passes
+/// the oracle through the target's own code.
+#[test]
+fn fuzz_corpus_and_regressions_replay_clean() {
+    use refloop_integration::resp::case::RespCase;
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz");
+    let mut replayed = 0;
+    for dir in ["corpus/resp", "regressions/resp"] {
+        let Ok(entries) = std::fs::read_dir(root.join(dir)) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let data = std::fs::read(entry.path()).unwrap();
+            if let Err(v) = RespCase::from_fuzz_bytes(&data).try_check(false) {
+                panic!("{}: {v}", entry.path().display());
+            }
+            replayed += 1;
+        }
+    }
+    assert!(replayed >= 6, "only {replayed} inputs replayed");
+}
