@@ -81,7 +81,9 @@ impl RespCase {
         let known_bad = match std::env::var("REFLOOP_KNOWN_BAD") {
             Ok(name) if name == "reserve_declared_bulk" => true,
             Ok(name) if !name.is_empty() => {
-                panic!("unknown REFLOOP_KNOWN_BAD {name:?} for resp, expected reserve_declared_bulk")
+                panic!(
+                    "unknown REFLOOP_KNOWN_BAD {name:?} for resp, expected reserve_declared_bulk"
+                )
             }
             _ => false,
         };
