@@ -241,13 +241,29 @@ impl Store {
     }
 
     fn db(&mut self, id: ConnId) -> &mut Map<Vec<u8>, Entry> {
-        let index = self.selected.get(&id).copied().unwrap_or(0);
+        // Most clients never SELECT: skip the hash lookup then.
+        let index = if self.selected.is_empty() {
+            0
+        } else {
+            self.selected.get(&id).copied().unwrap_or(0)
+        };
         &mut self.dbs[index]
     }
 
     /// Runs one command and appends its reply to `out`.
     pub fn execute(&mut self, id: ConnId, args: &Args, out: &mut Vec<u8>) -> Outcome {
-        let argv: Vec<&[u8]> = args.iter().collect();
+        // The arguments as slices: on the stack for the usual few, on the heap past 16.
+        let mut stack: [&[u8]; 16] = [&[]; 16];
+        let heap: Vec<&[u8]>;
+        let argv: &[&[u8]] = if args.len() <= stack.len() {
+            for (slot, arg) in stack.iter_mut().zip(args.iter()) {
+                *slot = arg;
+            }
+            &stack[..args.len()]
+        } else {
+            heap = args.iter().collect();
+            &heap
+        };
         let Some(&name) = argv.first() else {
             return Outcome::Open;
         };
@@ -258,7 +274,7 @@ impl Store {
             .iter()
             .find(|(n, _)| name.eq_ignore_ascii_case(n.as_bytes()))
         else {
-            unknown_command(out, &argv);
+            unknown_command(out, argv);
             return Outcome::Open;
         };
         let mut fullname = cmd;
@@ -287,7 +303,7 @@ impl Store {
             reply::arity(out, fullname);
             return Outcome::Open;
         }
-        self.dispatch(id, fullname, &argv, out)
+        self.dispatch(id, fullname, argv, out)
     }
 
     fn dispatch(&mut self, id: ConnId, cmd: &str, a: &[&[u8]], out: &mut Vec<u8>) -> Outcome {
