@@ -169,6 +169,17 @@ pub fn spop(db: &mut Map<Vec<u8>, Entry>, a: &[&[u8]], now: i64, out: &mut Vec<u
     }
 }
 
+/// The score as redis's small (listpack) sorted sets keep it: an integral score is stored as
+/// an integer, so `-0` comes back as `0`. Replies about the write itself (`ZADD INCR`) still
+/// show the computed score.
+fn stored(score: f64) -> f64 {
+    if score == 0.0 {
+        0.0
+    } else {
+        score
+    }
+}
+
 pub fn zadd(db: &mut Map<Vec<u8>, Entry>, a: &[&[u8]], now: i64, out: &mut Vec<u8>) {
     let (mut nx, mut xx, mut ch, mut incr, mut gt, mut lt) =
         (false, false, false, false, false, false);
@@ -221,9 +232,7 @@ pub fn zadd(db: &mut Map<Vec<u8>, Entry>, a: &[&[u8]], now: i64, out: &mut Vec<u
             out.extend_from_slice(NOT_FLOAT);
             return;
         };
-        // Redis's small (listpack) sorted sets store an integral score as an integer, so `-0`
-        // comes back as `0`.
-        pairs.push((if score == 0.0 { 0.0 } else { score }, pair[1]));
+        pairs.push((score, pair[1]));
     }
     let entry = match Store::lookup(db, a[1], now) {
         Some(entry) => entry,
@@ -264,14 +273,14 @@ pub fn zadd(db: &mut Map<Vec<u8>, Entry>, a: &[&[u8]], now: i64, out: &mut Vec<u
                 processed += 1;
                 if score != current {
                     zset.order.remove(&(Score(current), member.to_vec()));
-                    zset.order.insert((Score(score), member.to_vec()));
-                    zset.scores.insert(member.to_vec(), score);
+                    zset.order.insert((Score(stored(score)), member.to_vec()));
+                    zset.scores.insert(member.to_vec(), stored(score));
                     updated += 1;
                 }
             }
             None if !xx => {
-                zset.order.insert((Score(score), member.to_vec()));
-                zset.scores.insert(member.to_vec(), score);
+                zset.order.insert((Score(stored(score)), member.to_vec()));
+                zset.scores.insert(member.to_vec(), stored(score));
                 last = score;
                 added += 1;
                 processed += 1;
