@@ -8,6 +8,7 @@
 //! - [`framing_bench`]: refloop's framings vs tokio-util's codecs vs a raw `memchr` scan.
 //! - [`loadgen`] and [`server`]: the echo load generator and the server processes it drives.
 //! - [`kit`]: loom and fuzz costs.
+//! - [`resp_bench`]: the `kv` example against redis-server (memory bounds and throughput).
 //! - [`report`]: Markdown tables and the generated sections of `BENCHMARKS.md`.
 //!
 //! [`sys`] is the one module that names `libc` (epoll for the load generator, `setrlimit`,
@@ -19,6 +20,7 @@ pub mod kit;
 pub mod loadgen;
 pub mod queue_bench;
 pub mod report;
+pub mod resp_bench;
 pub mod server;
 pub mod stats;
 pub mod sys;

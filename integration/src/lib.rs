@@ -2,4 +2,5 @@
 //! the fuzz targets and the replay tests.
 
 pub mod framing_case;
+pub mod resp;
 pub mod schedule;

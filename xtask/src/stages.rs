@@ -317,18 +317,27 @@ pub fn all(ctx: &Ctx) -> Vec<Stage> {
     if root.join("integration/Cargo.toml").exists() {
         stages.push(Stage {
             name: "integration",
-            about: "proptest schedules and framing properties against real loopback sockets",
-            steps: vec![ctx.cargo(
-                Toolchain::Stable,
-                &[
-                    "test",
-                    "-p",
-                    "refloop-integration",
-                    "--release",
-                    "--",
-                    "--nocapture",
-                ],
-            )],
+            about: "proptest schedules and framing properties against real loopback sockets, \
+                    and the kv example against redis-server, redis-benchmark and redis-cli",
+            steps: vec![
+                install_redis(ctx),
+                ctx.cargo(
+                    Toolchain::Stable,
+                    &["build", "-p", "refloop", "--release", "--example", "kv"],
+                )
+                .label("build-kv"),
+                ctx.cargo(
+                    Toolchain::Stable,
+                    &[
+                        "test",
+                        "-p",
+                        "refloop-integration",
+                        "--release",
+                        "--",
+                        "--nocapture",
+                    ],
+                ),
+            ],
             counts: Counts::Tests,
             files: 0,
         });
@@ -360,6 +369,16 @@ fn has_sim_tests(root: &Path) -> bool {
             name.starts_with("sim_") && name.ends_with(".rs")
         })
     })
+}
+
+/// Installs redis-server, redis-cli and redis-benchmark (Debian's `redis-server` and
+/// `redis-tools`) when one is missing, as CI starts on a fresh machine; the RESP tests drive
+/// them.
+fn install_redis(ctx: &Ctx) -> Step {
+    let script = "command -v redis-server >/dev/null && command -v redis-cli >/dev/null \
+                  && command -v redis-benchmark >/dev/null \
+                  || { apt-get update && apt-get install -y redis-server redis-tools; }";
+    Step::new("sh", vec!["-c".to_string(), script.to_string()], &ctx.root).label("install-redis")
 }
 
 /// The nightly sanitizer runs of the queue's stress tests, when they exist.

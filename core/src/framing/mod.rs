@@ -10,6 +10,8 @@
 //! - [`Lines`]: newline-terminated UTF-8 text, `\r\n` accepted
 //!   (tokio-util's `LinesCodec::new_with_max_length`).
 //!
+//! A third, [`Resp`], reads requests as redis-server 7.0 does and writes its replies.
+//!
 //! [`check::framing`](crate::check::framing) checks any `Framing` against the contract below;
 //! run it on your own framing the way refloop runs it on these two.
 //!
@@ -34,9 +36,11 @@ use std::fmt;
 
 mod length_prefixed;
 mod lines;
+pub mod resp;
 
 pub use length_prefixed::LengthPrefixed;
 pub use lines::Lines;
+pub use resp::Resp;
 
 /// Turns a byte stream into messages and messages into bytes.
 ///

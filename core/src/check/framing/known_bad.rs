@@ -199,3 +199,74 @@ impl Framing for ReserveBeforeCheck {
         Some(4 + self.max_frame_len)
     }
 }
+
+/// [`Resp`](crate::framing::Resp) with redis 7.0's habit of sizing its buffer by a declared
+/// bulk length before the bulk arrives.
+///
+/// Redis does this for bulks of 32 KiB and more (`sdsMakeRoomForNonGreedy` in
+/// `processMultibulkBuffer`), so a 26-byte request declaring 400 MB costs 400 MB at once.
+/// Its output is that of `Resp`; only its allocations are wrong.
+/// Violates bounded allocation (needs [`TrackingAlloc`](super::TrackingAlloc) installed).
+/// The fuzz target `resp` runs it with `REFLOOP_KNOWN_BAD=reserve_declared_bulk`.
+#[derive(Debug, Clone)]
+pub struct ReserveDeclaredBulk {
+    inner: crate::framing::Resp,
+    /// Where the bulk would be assembled.
+    room: Vec<u8>,
+}
+
+impl ReserveDeclaredBulk {
+    /// A broken framing with the limits of `Resp::with_limits`.
+    pub fn with_limits(max_bulk: usize, max_request: usize) -> Self {
+        Self {
+            inner: crate::framing::Resp::with_limits(max_bulk, max_request),
+            room: Vec::new(),
+        }
+    }
+}
+
+impl Framing for ReserveDeclaredBulk {
+    type Message = crate::framing::resp::Message;
+
+    fn decode(&mut self, buf: &[u8]) -> Result<Decoded<Self::Message>, FrameError> {
+        use crate::framing::resp::{string2ll, Message, ProtocolError};
+        let decoded = self.inner.decode(buf)?;
+        let declared = match &decoded {
+            Decoded::NeedMore => self.inner.pending_bulk_len(),
+            // A length over the limit: the header is the line ending two bytes before `used`.
+            Decoded::Message(Message::ProtocolError(ProtocolError::InvalidBulkLength), used) => buf
+                .get(..used.saturating_sub(2))
+                .and_then(|head| {
+                    let dollar = head.iter().rposition(|&b| b == b'$')?;
+                    string2ll(&head[dollar + 1..])
+                })
+                .and_then(|n| usize::try_from(n).ok()),
+            Decoded::Message(..) => None,
+        };
+        if let Some(declared) = declared {
+            // The bug: room for the whole declared bulk before a byte of it arrived, and before
+            // the length was checked against the limit. The result is ignored: the oracle
+            // refuses absurd requests, and the asking is the bug.
+            if self.room.capacity() < declared {
+                let _ = self.room.try_reserve_exact(declared);
+            }
+        }
+        Ok(decoded)
+    }
+
+    fn encode(&mut self, msg: &Self::Message, out: &mut Vec<u8>) -> Result<(), FrameError> {
+        self.inner.encode(msg, out)
+    }
+
+    fn max_buffered(&self) -> Option<usize> {
+        self.inner.max_buffered()
+    }
+
+    fn bytes_needed(&self, buf: &[u8]) -> Option<usize> {
+        self.inner.bytes_needed(buf)
+    }
+
+    fn bytes_examined(&self) -> Option<u64> {
+        self.inner.bytes_examined()
+    }
+}
