@@ -937,9 +937,11 @@ impl<F: Framing + Clone, O: Os> Server<F, O> {
                                 // answer: nobody is waiting.
                                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                                 // The freed fd went elsewhere: retry when a connection closes,
-                                // rather than spin.
+                                // or on the timer (with no connection open, none will close:
+                                // found by the sim explorer), rather than spin.
                                 Err(e) if os::is_fd_exhaustion(&e) => {
                                     self.accept_paused = true;
+                                    self.schedule_accept_retry();
                                     return;
                                 }
                                 // A connection that died in the backlog, or a signal: try the
@@ -960,8 +962,10 @@ impl<F: Framing + Clone, O: Os> Server<F, O> {
                         None => {
                             self.spare_fd = self.os.open_spare().ok();
                             if self.spare_fd.is_none() {
-                                // No fd at all: retry when a connection closes.
+                                // No fd at all: retry when a connection closes, or on the
+                                // timer.
                                 self.accept_paused = true;
+                                self.schedule_accept_retry();
                                 return;
                             }
                         }
@@ -1813,6 +1817,10 @@ impl<F: Framing + Clone, O: Os> Server<F, O> {
         if conn.core.timer_at.is_none_or(|at| due < at) {
             conn.core.timer_at = Some(due);
             self.timers.push(Reverse((due, id.token())));
+            // A re-arm (flush, linger, shutdown deadline) supersedes the entry before it:
+            // compact here too, not only on close, so the heap stays within its bound while
+            // many live connections re-arm at once (found by the sim explorer).
+            self.compact_timers();
         }
     }
 
