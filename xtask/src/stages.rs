@@ -542,6 +542,7 @@ fn fuzz(ctx: &Ctx) -> Stage {
         ctx.cargo(Toolchain::Nightly, &["fuzz", "build"])
             .label("build every target"),
     ];
+    steps.extend(cflite_local_check(ctx));
     let targets = fuzz_targets(root);
     for t in &targets {
         steps.push(
@@ -618,6 +619,22 @@ fn fuzz(ctx: &Ctx) -> Stage {
         counts: Counts::FuzzExecutions,
         files: 0,
     }
+}
+
+/// ClusterFuzzLite's `build.sh` run without Docker (`.clusterfuzzlite/local_check.sh`), when the
+/// repository has one: right after the stage's own build, whose artifacts it reuses.
+fn cflite_local_check(ctx: &Ctx) -> Option<Step> {
+    let script = ".clusterfuzzlite/local_check.sh";
+    if !ctx.root.join(script).exists() {
+        return None;
+    }
+    let mut step = Step::new("bash", vec![script.to_string()], &ctx.root)
+        .label("clusterfuzzlite build.sh without docker");
+    // build.sh runs plain `cargo fuzz`: give it the stage's nightly.
+    if let Some(toolchain) = ctx.nightly.first().and_then(|t| t.strip_prefix('+')) {
+        step = step.env("RUSTUP_TOOLCHAIN", toolchain);
+    }
+    Some(step)
 }
 
 /// `cargo xtask fuzz TARGET`: build, then fuzz one target for the budget's seconds.
