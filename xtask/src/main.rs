@@ -4,6 +4,8 @@
 //!   whole correctness kit, stage by stage, and ends with a summary table.
 //! - `cargo xtask fuzz TARGET [--seconds N] [--jobs N]` fuzzes one target; `--jobs` runs
 //!   libFuzzer's fork mode and merges what it found into `fuzz/corpus/TARGET`.
+//! - `cargo xtask mutants [--deep] [--base REV] [--file PATH]... [--list]` runs cargo-mutants
+//!   over `core/src` and fails on a survivor `mutants/survivors.toml` does not explain.
 //! - `cargo xtask bench [--quick] [ARGS...]` runs the side-by-side benchmarks.
 //! - `cargo xtask stages` lists the stages and the commands they run.
 //!
@@ -11,6 +13,7 @@
 
 mod budget;
 mod fuzz_jobs;
+mod mutants;
 mod report;
 mod run;
 mod stages;
@@ -24,6 +27,7 @@ const USAGE: &str = "\
 usage:
   cargo xtask test-all [--only STAGE]... [--skip STAGE]... [--quick | --deep]
   cargo xtask fuzz TARGET [--seconds N] [--jobs N]
+  cargo xtask mutants [--deep] [--base REV] [--file PATH]... [--list]
   cargo xtask bench [--quick] [ARGS...]
   cargo xtask stages
 
@@ -56,6 +60,7 @@ fn real_main(args: Vec<String>) -> Result<ExitCode, String> {
     match cmd {
         "test-all" => test_all(root, rest),
         "fuzz" => fuzz_one(root, rest),
+        "mutants" => mutants::run(root, rest),
         "bench" => {
             let ctx = stages::Ctx::new(root, Budget::from_env(Profile::Default));
             let ok = run::passthrough(&stages::bench_command(&ctx, rest));
