@@ -29,6 +29,8 @@ pub struct Group {
     pub tests: &'static [&'static str],
     /// Why these tests: what is run and what is left out.
     pub why: &'static str,
+    /// Seconds one mutant's tests may take before it counts as a timeout.
+    pub timeout: u32,
 }
 
 const FRAMING_TESTS: &[&str] = &[
@@ -61,6 +63,7 @@ pub const GROUPS: &[Group] = &[
         why: "unit tests, the core framing tests and the integration framing proptests \
               (PROPTEST_CASES=64), differential and fuzz-input replays; not the loop tests, \
               which exercise framing only through sockets",
+        timeout: 120,
     },
     Group {
         name: "check-framing",
@@ -69,6 +72,7 @@ pub const GROUPS: &[Group] = &[
         tests: FRAMING_TESTS,
         why: "the oracle is checked by the same tests as the framings (its teeth tests run it \
               on the known-bad framings and codecs)",
+        timeout: 120,
     },
     Group {
         name: "queue",
@@ -82,6 +86,7 @@ pub const GROUPS: &[Group] = &[
         why: "unit tests, the queue API tests and the plain-thread stress tests (debug build, so \
               sync injects spurious CAS failures); not the loom models, which take about a \
               minute to build and run per mutant under --cfg loom",
+        timeout: 240,
     },
     Group {
         name: "loop",
@@ -103,6 +108,7 @@ pub const GROUPS: &[Group] = &[
         why: "unit tests and every loop test over real sockets (about 7 s a run); not the \
               integration schedules (minutes per run) or the echo example test (it needs \
               Python)",
+        timeout: 300,
     },
 ];
 
@@ -408,7 +414,12 @@ fn command(root: &Path, group: &Group, files: &[String], out_dir: &Path) -> Comm
     for package in group.packages {
         cmd.arg("--test-package").arg(package);
     }
-    cmd.args(["--jobs", "1", "--no-shuffle", "--output"])
+    // cargo-mutants 27 runs its baseline with `--package` of the mutated files only, which
+    // rejects the integration crate's test targets; the test and integration stages prove the
+    // unmutated tree green, so the baseline is skipped and the timeout is explicit.
+    cmd.args(["--baseline", "skip", "--timeout"])
+        .arg(group.timeout.to_string())
+        .args(["--jobs", "1", "--no-shuffle", "--output"])
         .arg(out_dir);
     for f in files {
         cmd.arg("--file").arg(f);
