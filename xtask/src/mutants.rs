@@ -51,6 +51,10 @@ const FRAMING_TESTS: &[&str] = &[
     "framing_custom",
     "--test",
     "tokio_codec_oracle",
+    "--test",
+    "framing_contract_defaults",
+    "--test",
+    "framing_tokio_defaults",
 ];
 
 /// Every group, in the order they run. A file belongs to the first group with a matching prefix.
