@@ -139,3 +139,39 @@ fn length_prefixed_bytes_needed_is_exact_from_a_cold_start() {
     // A header over the limit is decided at once: nothing more is needed.
     assert_eq!(LengthPrefixed::new(4).bytes_needed(&[0, 0, 0, 9]), Some(0));
 }
+
+#[test]
+fn lines_encode_accepts_a_line_of_exactly_the_limit_as_decode_does() {
+    let mut out = Vec::new();
+    Lines::new(3).encode(&"abc".to_string(), &mut out).unwrap();
+    assert_eq!(out, b"abc\n");
+    let mut framing = Lines::new(3);
+    assert_eq!(
+        framing.decode(&out),
+        Ok(Decoded::Message("abc".to_string(), 4))
+    );
+    assert!(Lines::new(3).encode(&"abcd".to_string(), &mut out).is_err());
+}
+
+#[test]
+fn encoding_a_line_into_an_empty_buffer_asks_once_for_exactly_its_size() {
+    for len in [20, 100, 1000] {
+        let line = "z".repeat(len);
+        let mut out = Vec::new();
+        let (result, measured) = measure_allocations(|| Lines::new(4096).encode(&line, &mut out));
+        result.unwrap();
+        let measured = measured.expect("TrackingAlloc is installed");
+        assert_eq!(measured.requests, 1, "{len}-byte line");
+        assert_eq!(measured.largest_request, len + 1, "{len}-byte line");
+    }
+}
+
+#[test]
+fn lines_counts_the_unterminated_last_line_as_examined_at_end_of_stream() {
+    let mut framing = Lines::new(8);
+    assert_eq!(framing.decode(b"abc"), Ok(Decoded::NeedMore));
+    assert_eq!(framing.bytes_examined(), Some(3));
+    // decode_eof scans nothing new and validates the three bytes of the last line.
+    assert_eq!(framing.decode_eof(b"abc"), Ok(Some("abc".to_string())));
+    assert_eq!(framing.bytes_examined(), Some(6));
+}

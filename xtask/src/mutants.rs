@@ -55,6 +55,8 @@ const FRAMING_TESTS: &[&str] = &[
     "framing_contract_defaults",
     "--test",
     "framing_tokio_defaults",
+    "--test",
+    "framing_oracle_reports",
 ];
 
 /// Every group, in the order they run. A file belongs to the first group with a matching prefix.
