@@ -98,22 +98,9 @@ pub const GROUPS: &[Group] = &[
         name: "loop",
         prefixes: &["core/src/reactor/", "core/src/sys/", "core/src/lib.rs"],
         packages: &["refloop"],
-        tests: &[
-            "--lib",
-            "--test",
-            "loop_alloc",
-            "--test",
-            "loop_cross_thread",
-            "--test",
-            "loop_emfile",
-            "--test",
-            "loop_epoll_notes",
-            "--test",
-            "loop_fd_leaks",
-        ],
-        why: "unit tests and every loop test over real sockets (about 7 s a run); not the \
-              integration schedules (minutes per run) or the echo example test (it needs \
-              Python)",
+        tests: &["--lib", "--test", "loop_*", "--test", "sim_*"],
+        why: "unit tests, every loop test over real sockets and the simulated-kernel tests; not \
+              the integration schedules, which take minutes per run",
         timeout: 300,
     },
 ];
