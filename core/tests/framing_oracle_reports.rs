@@ -191,3 +191,51 @@ fn a_panic_is_reported_with_its_message_whatever_its_payload() {
     assert_eq!(encode.run, "encode");
     assert_eq!(encode.detail, "encode of message 0 panicked: encode str");
 }
+
+/// `Lines`, except that encoding `"drop"` removes the byte before it and encoding `"none"`
+/// writes nothing.
+struct OddEncoder(Lines);
+
+impl Framing for OddEncoder {
+    type Message = String;
+
+    fn decode(&mut self, buf: &[u8]) -> Result<Decoded<String>, FrameError> {
+        self.0.decode(buf)
+    }
+
+    fn encode(&mut self, msg: &String, out: &mut Vec<u8>) -> Result<(), FrameError> {
+        match msg.as_str() {
+            "drop" => {
+                out.pop();
+                Ok(())
+            }
+            "none" => Ok(()),
+            _ => self.0.encode(msg, out),
+        }
+    }
+
+    fn max_buffered(&self) -> Option<usize> {
+        self.0.max_buffered()
+    }
+}
+
+#[test]
+fn an_encoder_that_removes_bytes_is_told_apart_from_one_that_writes_none() {
+    let make = || OddEncoder(Lines::new(8));
+    let removed =
+        try_check_round_trip(make, &["a".to_string(), "drop".to_string()], &[]).unwrap_err();
+    assert_eq!(removed.property, Property::RoundTrip);
+    assert_eq!(removed.run, "encode");
+    assert_eq!(
+        removed.detail,
+        "encode of message 1 removed bytes it did not write"
+    );
+    let none = try_check_round_trip(make, &["a".to_string(), "none".to_string()], &[]).unwrap_err();
+    assert_eq!(none.property, Property::RoundTrip);
+    assert_eq!(none.run, "whole");
+    assert!(
+        none.detail.starts_with("encoded 2 messages"),
+        "{}",
+        none.detail
+    );
+}
