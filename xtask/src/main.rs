@@ -2,13 +2,18 @@
 //!
 //! - `cargo xtask test-all [--only STAGE]... [--skip STAGE]... [--quick | --deep]` runs the
 //!   whole correctness kit, stage by stage, and ends with a summary table.
-//! - `cargo xtask fuzz TARGET [--seconds N]` fuzzes one target.
+//! - `cargo xtask fuzz TARGET [--seconds N] [--jobs N]` fuzzes one target; `--jobs` runs
+//!   libFuzzer's fork mode and merges what it found into `fuzz/corpus/TARGET`.
+//! - `cargo xtask mutants [--deep] [--base REV] [--file PATH]... [--list]` runs cargo-mutants
+//!   over `core/src` and fails on a survivor `mutants/survivors.toml` does not explain.
 //! - `cargo xtask bench [--quick] [ARGS...]` runs the side-by-side benchmarks.
 //! - `cargo xtask stages` lists the stages and the commands they run.
 //!
 //! The xtask has no dependencies: it only spawns cargo and reads what it prints.
 
 mod budget;
+mod fuzz_jobs;
+mod mutants;
 mod report;
 mod run;
 mod stages;
@@ -21,7 +26,8 @@ use budget::{Budget, Profile};
 const USAGE: &str = "\
 usage:
   cargo xtask test-all [--only STAGE]... [--skip STAGE]... [--quick | --deep]
-  cargo xtask fuzz TARGET [--seconds N]
+  cargo xtask fuzz TARGET [--seconds N] [--jobs N]
+  cargo xtask mutants [--deep] [--base REV] [--file PATH]... [--list]
   cargo xtask bench [--quick] [ARGS...]
   cargo xtask stages
 
@@ -54,6 +60,7 @@ fn real_main(args: Vec<String>) -> Result<ExitCode, String> {
     match cmd {
         "test-all" => test_all(root, rest),
         "fuzz" => fuzz_one(root, rest),
+        "mutants" => mutants::run(root, rest),
         "bench" => {
             let ctx = stages::Ctx::new(root, Budget::from_env(Profile::Default));
             let ok = run::passthrough(&stages::bench_command(&ctx, rest));
@@ -131,9 +138,18 @@ fn test_all(root: PathBuf, args: &[String]) -> Result<ExitCode, String> {
 fn fuzz_one(root: PathBuf, args: &[String]) -> Result<ExitCode, String> {
     let mut target = None;
     let mut seconds = None;
+    let mut jobs = None;
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         match arg.as_str() {
+            "--jobs" => {
+                let value = it.next().ok_or("--jobs needs a number")?;
+                let n = value.parse::<u64>().map_err(|e| format!("--jobs: {e}"))?;
+                if n == 0 {
+                    return Err("--jobs must be at least 1".to_string());
+                }
+                jobs = Some(n);
+            }
             "--seconds" => {
                 let value = it.next().ok_or("--seconds needs a number")?;
                 seconds = Some(
@@ -154,8 +170,27 @@ fn fuzz_one(root: PathBuf, args: &[String]) -> Result<ExitCode, String> {
         budget.fuzz_seconds = 60;
     }
     let ctx = stages::Ctx::new(root, budget);
-    let stage = stages::fuzz_single(&ctx, &target);
-    let outcomes = run::run_stages(&[stage]);
+    let Some(jobs) = jobs else {
+        let stage = stages::fuzz_single(&ctx, &target);
+        let outcomes = run::run_stages(&[stage]);
+        print!("{}", report::summary("fuzz", &outcomes));
+        let failed = outcomes.iter().any(|o| !o.status.is_pass());
+        return Ok(if failed {
+            ExitCode::FAILURE
+        } else {
+            ExitCode::SUCCESS
+        });
+    };
+    let corpus = ctx.root.join("fuzz/corpus").join(&target);
+    std::fs::create_dir_all(&corpus)
+        .map_err(|e| format!("cannot create {}: {e}", corpus.display()))?;
+    let before = fuzz_jobs::count_files(&corpus);
+    let outcomes = run::run_stages(&[stages::fuzz_parallel(&ctx, &target, jobs)]);
+    let after = fuzz_jobs::count_files(&corpus);
+    print!(
+        "\n{}",
+        fuzz_jobs::summary(jobs, &outcomes[0].tally.fork_lines, &corpus, before, after)
+    );
     print!("{}", report::summary("fuzz", &outcomes));
     let failed = outcomes.iter().any(|o| !o.status.is_pass());
     Ok(if failed {

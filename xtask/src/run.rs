@@ -45,6 +45,8 @@ pub struct Tally {
     pub stats: Vec<(String, String, String)>,
     /// `(target, executions)` from libFuzzer's final statistics.
     pub fuzz_runs: Vec<(String, u64)>,
+    /// libFuzzer fork-mode status lines (`cargo xtask fuzz --jobs`), in the order printed.
+    pub fork_lines: Vec<crate::fuzz_jobs::ForkLine>,
     /// Known-bad variants that were caught as required.
     pub teeth_caught: u64,
     /// `(variant, executions)` a fuzz run needed to catch a known-bad variant.
@@ -76,6 +78,15 @@ impl Tally {
         } else if let Some(rest) = line.strip_prefix("stat::number_of_executed_units:") {
             if let (Some(target), Ok(n)) = (label, rest.trim().parse::<u64>()) {
                 self.fuzz_runs.push((target.to_string(), n));
+            }
+        } else if let Some(fork) = crate::fuzz_jobs::parse_fork_line(line) {
+            // Fork mode prints no final statistics: its running total stands for them.
+            if let Some(target) = label {
+                match self.fuzz_runs.iter_mut().find(|(t, _)| t == target) {
+                    Some(entry) => entry.1 = fork.runs,
+                    None => self.fuzz_runs.push((target.to_string(), fork.runs)),
+                }
+                self.fork_lines.push(fork);
             }
         }
     }

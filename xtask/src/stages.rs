@@ -561,6 +561,7 @@ fn fuzz(ctx: &Ctx) -> Stage {
         ctx.cargo(Toolchain::Nightly, &["fuzz", "build"])
             .label("build every target"),
     ];
+    steps.extend(cflite_local_check(ctx));
     let targets = fuzz_targets(root);
     for t in &targets {
         steps.push(
@@ -639,6 +640,22 @@ fn fuzz(ctx: &Ctx) -> Stage {
     }
 }
 
+/// ClusterFuzzLite's `build.sh` run without Docker (`.clusterfuzzlite/local_check.sh`), when the
+/// repository has one: right after the stage's own build, whose artifacts it reuses.
+fn cflite_local_check(ctx: &Ctx) -> Option<Step> {
+    let script = ".clusterfuzzlite/local_check.sh";
+    if !ctx.root.join(script).exists() {
+        return None;
+    }
+    let mut step = Step::new("bash", vec![script.to_string()], &ctx.root)
+        .label("clusterfuzzlite build.sh without docker");
+    // build.sh runs plain `cargo fuzz`: give it the stage's nightly.
+    if let Some(toolchain) = ctx.nightly.first().and_then(|t| t.strip_prefix('+')) {
+        step = step.env("RUSTUP_TOOLCHAIN", toolchain);
+    }
+    Some(step)
+}
+
 /// `cargo xtask fuzz TARGET`: build, then fuzz one target for the budget's seconds.
 pub fn fuzz_single(ctx: &Ctx, target: &str) -> Stage {
     let secs = ctx.budget.fuzz_seconds;
@@ -658,6 +675,51 @@ pub fn fuzz_single(ctx: &Ctx, target: &str) -> Stage {
                 ],
             )
             .label(target),
+        ],
+        counts: Counts::FuzzExecutions,
+        files: 0,
+    }
+}
+
+/// `cargo xtask fuzz TARGET --jobs N`: libFuzzer's fork mode with `jobs` parallel jobs into a
+/// scratch corpus, then `-merge=1` of what it found into `fuzz/corpus/TARGET` (see
+/// `fuzz_jobs`).
+pub fn fuzz_parallel(ctx: &Ctx, target: &str, jobs: u64) -> Stage {
+    let secs = ctx.budget.fuzz_seconds;
+    let scratch = ctx.root.join(format!("target/fuzz-work/jobs-{target}"));
+    let corpus = format!("fuzz/corpus/{target}");
+    let merge = ctx
+        .cargo(
+            Toolchain::Nightly,
+            &[
+                "fuzz",
+                "run",
+                target,
+                &corpus,
+                &rel(&ctx.root, &scratch),
+                "--",
+                "-merge=1",
+            ],
+        )
+        .label(&format!("merge into {corpus}"));
+    Stage {
+        name: "fuzz",
+        about: "fuzz one target in libFuzzer's fork mode, then merge into its corpus",
+        steps: vec![
+            ensure_cargo_fuzz(ctx),
+            fuzz_run(
+                ctx,
+                target,
+                &scratch,
+                Seeds::CheckedIn,
+                &[
+                    format!("-fork={jobs}"),
+                    format!("-max_total_time={secs}"),
+                    "-print_final_stats=1".to_string(),
+                ],
+            )
+            .label(target),
+            merge,
         ],
         counts: Counts::FuzzExecutions,
         files: 0,
@@ -743,6 +805,36 @@ mod tests {
             vec!["framing".to_string(), "schedule".to_string()]
         );
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn parallel_fuzzing_forks_into_scratch_then_merges_into_the_checked_in_corpus() {
+        let ctx = Ctx {
+            root: PathBuf::from("/repo"),
+            budget: crate::budget::Budget::resolve(crate::budget::Profile::Default, |_| None),
+            stable: Vec::new(),
+            nightly: Vec::new(),
+        };
+        let stage = fuzz_parallel(&ctx, "framing", 3);
+        let run = &stage.steps[1];
+        assert!(
+            run.args.contains(&"-fork=3".to_string()),
+            "{}",
+            run.display()
+        );
+        assert_eq!(run.args[3], "target/fuzz-work/jobs-framing");
+        assert_eq!(
+            run.fresh_dirs,
+            vec![PathBuf::from("/repo/target/fuzz-work/jobs-framing")]
+        );
+        let merge = &stage.steps[2];
+        assert_eq!(
+            merge.display(),
+            "LOOM_MAX_PREEMPTIONS=3 REFLOOP_FUZZ_SECONDS=20 cargo fuzz run framing \
+             fuzz/corpus/framing target/fuzz-work/jobs-framing -- -merge=1"
+        );
+        // The merge reads the scratch corpus the run left: it must not empty it first.
+        assert!(merge.fresh_dirs.is_empty());
     }
 
     #[test]

@@ -200,3 +200,48 @@ fn only_the_sys_module_names_libc_in_core() {
         .collect();
     report("only core/src/sys names libc", hits);
 }
+
+/// The non-optional `[dependencies]` of a manifest (not `[target.*]` or dev ones), and whether
+/// its `default` feature list is empty.
+fn required_dependencies(manifest: &str) -> (Vec<String>, bool) {
+    let mut section = String::new();
+    let mut required = Vec::new();
+    let mut default_empty = true;
+    for line in manifest.lines().map(str::trim) {
+        if line.starts_with('[') {
+            section = line.to_string();
+            continue;
+        }
+        let Some((key, value)) = line.split_once('=') else {
+            continue;
+        };
+        let (key, value) = (key.trim(), value.trim());
+        if section == "[dependencies]" && !value.contains("optional = true") {
+            required.push(key.trim_end_matches(".workspace").to_string());
+        }
+        if section == "[features]" && key == "default" && value != "[]" {
+            default_empty = false;
+        }
+    }
+    (required, default_empty)
+}
+
+#[test]
+fn refloop_depends_on_libc_and_memchr_alone_by_default() {
+    // The rule rejects a required extra dependency and a default feature that pulls one in.
+    let bad =
+        "[features]\ndefault = [\"tokio-codec\"]\n[dependencies]\nlibc = \"0.2\"\nbytes = \"1\"\n";
+    assert_eq!(
+        required_dependencies(bad),
+        (vec!["libc".to_string(), "bytes".to_string()], false)
+    );
+    let text = std::fs::read_to_string(root().join("core/Cargo.toml")).unwrap();
+    let (mut required, default_empty) = required_dependencies(&text);
+    required.sort();
+    assert_eq!(
+        required,
+        ["libc", "memchr"],
+        "refloop's required dependencies"
+    );
+    assert!(default_empty, "refloop's default features must stay empty");
+}

@@ -102,6 +102,8 @@ use crate::framing::{Decoded, FrameError, Framing};
 mod alloc;
 #[doc(hidden)]
 pub mod known_bad;
+#[cfg(feature = "tokio-codec")]
+pub mod tokio_codec;
 
 pub use alloc::{Measurement, TrackingAlloc};
 
@@ -141,6 +143,10 @@ pub enum Property {
     RoundTrip,
     /// A failed `encode` wrote to its output.
     EncodeAtomic,
+    /// Bytes a decoder had already taken out of its buffer vanished at the end of the stream
+    /// without a message or an error. A [`Framing`] never takes bytes on `NeedMore`, so only
+    /// the tokio-util adapter checks this (`tokio_codec`, feature `tokio-codec`).
+    NoSilentLoss,
 }
 
 /// A broken property: which one, in which run, and what happened.
