@@ -789,16 +789,20 @@ impl State {
                 }
             }
         }
-        if out.is_empty() && !deferred.is_empty() {
-            // Deferral never hides the only events there are: report the first now.
-            let key = deferred.remove(0);
-            let mask = self.mask_of(key.0);
-            let ep = self.epoll_mut(ep_id)?;
-            if let Some(item) = ep.items.get_mut(&key) {
-                item.queued = false;
-                let flags = mask & item.events;
-                if flags != 0 {
-                    out.push(event(item.token, flags));
+        if out.is_empty() {
+            // Deferral never hides the only events there are: report the first deferred item
+            // that polls ready now.
+            while !deferred.is_empty() {
+                let key = deferred.remove(0);
+                let mask = self.mask_of(key.0);
+                let ep = self.epoll_mut(ep_id)?;
+                if let Some(item) = ep.items.get_mut(&key) {
+                    item.queued = false;
+                    let flags = mask & item.events;
+                    if flags != 0 {
+                        out.push(event(item.token, flags));
+                        break;
+                    }
                 }
             }
         }
@@ -815,13 +819,18 @@ impl State {
         Ok(out)
     }
 
-    /// Whether `epfd` has anything queued (some of it may poll as not ready).
+    /// Whether a wait on `epfd` would return an event now: a queued item that polls ready (a
+    /// queued item whose readiness went away, say by a read, reports nothing).
     pub(super) fn has_ready(&self, epfd: i32) -> bool {
         let Ok(id) = self.file_of(epfd) else {
             return true;
         };
         match self.files.get(&id).map(|f| &f.kind) {
-            Some(Kind::Epoll(ep)) => !ep.ready.is_empty(),
+            Some(Kind::Epoll(ep)) => ep.ready.iter().any(|key| {
+                ep.items
+                    .get(key)
+                    .is_some_and(|item| self.mask_of(key.0) & item.events != 0)
+            }),
             _ => true,
         }
     }
@@ -1174,8 +1183,17 @@ impl State {
             for (dst, src) in buf.iter_mut().zip(s.rcv.drain(..n)) {
                 *dst = src;
             }
+            let peer = s.peer;
+            if self.cfg.mode != Mode::Linux {
+                // The read may have emptied the queue before the refill below: remember the
+                // fall, so `settle` sees the refill as the rising edge it is.
+                let mask = self.mask_of(id);
+                if let Some(f) = self.files.get_mut(&id) {
+                    f.last_mask &= mask;
+                }
+            }
             // The window opened: the peer's queued bytes follow.
-            if let Some(p) = s.peer {
+            if let Some(p) = peer {
                 self.pump(p);
             }
             return Ok(n);
