@@ -3,3 +3,4 @@
 
 pub mod framing_case;
 pub mod schedule;
+pub mod sim_schedule;

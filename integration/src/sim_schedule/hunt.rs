@@ -1,0 +1,1 @@
+//! The explorer: cases from consecutive seeds, greedy shrinking, replays.
