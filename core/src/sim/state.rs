@@ -1210,6 +1210,22 @@ impl State {
         Err(os_err(errno::EAGAIN))
     }
 
+    /// At least as much as one write on `fd` can take now (the room in its send buffer, and
+    /// in its peer's receive buffer when nothing is queued ahead); `usize::MAX` when unknown.
+    pub(super) fn write_limit(&self, fd: i32) -> usize {
+        let Some(s) = self.sock_of(fd).ok().and_then(|id| self.sock(id)) else {
+            return usize::MAX;
+        };
+        let peer = match s.peer.and_then(|p| self.sock(p)) {
+            Some(p) if s.snd.is_empty() => p.rcv_cap.saturating_sub(p.rcv.len()),
+            _ => 0,
+        };
+        s.snd_cap
+            .max(1)
+            .saturating_sub(s.snd.len())
+            .saturating_add(peer)
+    }
+
     pub(super) fn write(&mut self, fd: i32, bytes: &[u8], cap: Option<usize>) -> io::Result<usize> {
         let id = self.sock_of(fd)?;
         let Some(s) = self.sock_mut(id) else {
