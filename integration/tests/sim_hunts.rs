@@ -23,11 +23,12 @@ fn hunt(name: &str, base: u64) {
     let variant = exec::known_bad(name).unwrap_or_else(|| panic!("no variant {name}"));
     let found = hunt::hunt(variant, base, BUDGET).unwrap_or_else(|e| panic!("{name}: {e}"));
     println!(
-        "{name}: seed {} failed after {} case(s); shrunk from {} to {} step(s): {}\n{}",
+        "{name}: seed {} failed after {} case(s); shrunk from {} to {} step(s) (keep {:?}): {}\n{}",
         found.seed,
         found.cases,
         found.steps,
         found.shrunk.steps.len(),
+        found.kept,
         found.reason.lines().next().unwrap_or(""),
         found.shrunk
     );

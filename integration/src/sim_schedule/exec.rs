@@ -179,6 +179,9 @@ pub struct Outcome {
     pub virtual_time: Duration,
     /// The hard paths reached.
     pub reach: Reach,
+    /// The most the timer heap exceeded `2 x live + 64` by at a turn (0: never), and the live
+    /// connections then.
+    pub timer_excess: (u64, usize),
 }
 
 /// Why a run failed.
@@ -335,6 +338,7 @@ where
                         config_rejected: true,
                         ..Reach::default()
                     },
+                    timer_excess: (0, 0),
                 })
             }
             Err(e) => Err(fail(
@@ -706,6 +710,7 @@ struct World<F: refloop::framing::Framing> {
     reach_stale: bool,
     /// Read even sockets with no bytes waiting (to find EOFs and resets).
     probe: bool,
+    timer_excess: (u64, usize),
     /// Accept calls planned to fail with EMFILE or ENFILE.
     fd_faults: Vec<u64>,
     scratch: Vec<u8>,
@@ -766,6 +771,7 @@ where
             reach_full: false,
             reach_stale: false,
             probe: true,
+            timer_excess: (0, 0),
             fd_faults: Vec::new(),
             scratch: vec![0; 64 * 1024],
         }
@@ -980,6 +986,15 @@ where
     /// At every loop turn: the gauges the loop and the kernel keep.
     fn check_gauges(&mut self) {
         let stats = self.handle.stats();
+        let documented = 2 * self.live as u64 + 64;
+        let over = stats.timer_entries.saturating_sub(documented);
+        if over > self.timer_excess.0 {
+            self.timer_excess = (over, self.live);
+        }
+        // The documented bound is 2 x live + 64; live connections that re-arm (a close, a
+        // linger, a shutdown deadline) each leave a superseded entry until the next close
+        // compacts, so up to 4 per live connection are seen (reported; see
+        // `sim_loop_findings`). Stale entries of closed connections still show here.
         let bound = 4 * self.live as u64 + 64;
         if stats.timer_entries > bound && self.max_timer_excess.is_none() {
             self.max_timer_excess = Some(format!(
@@ -1887,6 +1902,7 @@ where
             driver_calls: self.calls,
             virtual_time: ended_at,
             reach,
+            timer_excess: self.timer_excess,
         })
     }
 

@@ -29,26 +29,28 @@ pub fn explore(options: &Options, base: u64, budget: u64) -> Option<(u64, u64, S
     })
 }
 
-/// Deletes steps while the case keeps failing under `options`.
-pub fn shrink(mut case: SimCase, options: &Options) -> SimCase {
+/// Deletes steps while the case keeps failing under `options`; returns the shrunk case and
+/// the indices (into `case.steps`) of the steps it kept, so `case.keep(&indices)` rebuilds it.
+pub fn shrink(case: SimCase, options: &Options) -> (SimCase, Vec<usize>) {
+    let mut kept: Vec<usize> = (0..case.steps.len()).collect();
     let mut runs = 0;
     let mut progress = true;
     while progress && runs < SHRINK_RUNS {
         progress = false;
         let mut i = 0;
-        while i < case.steps.len() && runs < SHRINK_RUNS {
-            let mut candidate = case.clone();
-            candidate.steps.remove(i);
+        while i < kept.len() && runs < SHRINK_RUNS {
+            let mut candidate = kept.clone();
+            candidate.remove(i);
             runs += 1;
-            if exec::run(&candidate, options).is_err() {
-                case = candidate;
+            if exec::run(&case.keep(&candidate), options).is_err() {
+                kept = candidate;
                 progress = true;
             } else {
                 i += 1;
             }
         }
     }
-    case
+    (case.keep(&kept), kept)
 }
 
 /// What a hunt found.
@@ -62,6 +64,8 @@ pub struct Found {
     pub steps: usize,
     /// The shrunk reproducer.
     pub shrunk: SimCase,
+    /// The indices of the failing case's steps it kept (`SimCase::from_seed(seed).keep(..)`).
+    pub kept: Vec<usize>,
     /// Why the reproducer fails.
     pub reason: String,
     /// Replays (of [`REPLAYS`]) that failed with the same trace hash.
@@ -82,7 +86,7 @@ pub fn hunt(variant: KnownBad, base: u64, budget: u64) -> Result<Found, String> 
         ));
     };
     let steps = case.steps.len();
-    let shrunk = shrink(case, &bad);
+    let (shrunk, kept) = shrink(case, &bad);
     if let Err(f) = exec::run(&shrunk, &Options::correct()) {
         return Err(format!(
             "the reproducer for {variant:?} (seed {seed}) also fails the correct loop: {}\n{shrunk}",
@@ -110,6 +114,7 @@ pub fn hunt(variant: KnownBad, base: u64, budget: u64) -> Result<Found, String> 
         cases,
         steps,
         shrunk,
+        kept,
         reason: first.message,
         replays_failed,
     })

@@ -229,6 +229,18 @@ impl SimCase {
         }
     }
 
+    /// The same case with only the steps at `indices` (in their order): how a shrunk
+    /// reproducer is written down (`SimCase::from_seed(seed).keep(&[..])`).
+    pub fn keep(&self, indices: &[usize]) -> SimCase {
+        SimCase {
+            steps: indices
+                .iter()
+                .filter_map(|&i| self.steps.get(i).cloned())
+                .collect(),
+            ..self.clone()
+        }
+    }
+
     /// Builds a case from fuzzer bytes, exactly as `fuzz/fuzz_targets/sim_schedule.rs` does.
     /// Any byte string decodes to a valid case.
     pub fn from_fuzz_bytes(data: &[u8]) -> SimCase {
