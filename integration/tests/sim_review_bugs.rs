@@ -86,6 +86,9 @@ fn sim_regression_bugs5_6_duration_max_timeouts_run_and_a_zero_low_watermark_is_
         case.knobs.low_watermark = 0;
         let outcome = exec::run(&case, &Options::correct())
             .unwrap_or_else(|f| panic!("seed {seed} with low_watermark 0: {f}"));
-        assert!(outcome.reach.config_rejected, "low_watermark 0 was accepted");
+        assert!(
+            outcome.reach.config_rejected,
+            "low_watermark 0 was accepted"
+        );
     }
 }

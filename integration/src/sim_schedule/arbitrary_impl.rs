@@ -53,10 +53,7 @@ pub(crate) fn knobs(u: &mut Unstructured<'_>) -> Result<Knobs> {
         &[(4, 65_536), (2, 4096), (1, 512), (1, 64), (1, 7), (1, 1)],
     )?;
     let fairness_budget = pick(u, &[(4, 262_144), (2, 8192), (1, 512), (1, 64), (1, 1)])?;
-    let high_watermark = pick(
-        u,
-        &[(3, 1 << 20), (2, 16_384), (2, 1024), (1, 64), (1, 1)],
-    )?;
+    let high_watermark = pick(u, &[(3, 1 << 20), (2, 16_384), (2, 1024), (1, 64), (1, 1)])?;
     let low_watermark = match pick(u, &[(5, 0u8), (2, 1), (2, 2), (1, 3)])? {
         0 => (high_watermark / 4).max(1),
         1 => high_watermark,
@@ -126,8 +123,10 @@ pub(crate) fn kernel(u: &mut Unstructured<'_>) -> Result<KernelKnobs> {
     } else {
         (0, 0)
     };
-    let (send_buffer, recv_buffer) =
-        pick(u, &[(5, (16_384, 65_536)), (2, (4096, 4096)), (1, (61, 97))])?;
+    let (send_buffer, recv_buffer) = pick(
+        u,
+        &[(5, (16_384, 65_536)), (2, (4096, 4096)), (1, (61, 97))],
+    )?;
     Ok(KernelKnobs {
         minimal,
         seed: u.arbitrary()?,

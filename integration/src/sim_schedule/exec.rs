@@ -62,12 +62,10 @@ use refloop::check::framing::measure_allocations;
 use refloop::framing::{LengthPrefixed, Lines};
 use refloop::os::{errno, Shutdown};
 use refloop::reactor::KnownBad;
-use refloop::sim::{
-    Call, DriverStep, Fd, Kernel, KernelConfig, Mode, Peer, Stall, Wait,
-};
+use refloop::sim::{Call, DriverStep, Fd, Kernel, KernelConfig, Mode, Peer, Stall, Wait};
 use refloop::{
-    Config, Conn, ConnHandle, ConnId, Disconnect, Endpoint, Handler, LoopHandle, SendError,
-    Server, Stats,
+    Config, Conn, ConnHandle, ConnId, Disconnect, Endpoint, Handler, LoopHandle, SendError, Server,
+    Stats,
 };
 
 use super::{CrowdEnd, FaultCall, Jump, SimCase, SimStep, CROWD_SLOTS};
@@ -282,7 +280,11 @@ fn config_of(case: &SimCase, options: &Options) -> Config {
 fn kernel_of(case: &SimCase) -> Kernel {
     let k = &case.kernel;
     Kernel::new(KernelConfig {
-        mode: if k.minimal { Mode::Minimal } else { Mode::Linux },
+        mode: if k.minimal {
+            Mode::Minimal
+        } else {
+            Mode::Linux
+        },
         seed: k.seed,
         send_buffer: k.send_buffer as usize,
         recv_buffer: k.recv_buffer as usize,
@@ -321,7 +323,10 @@ where
                 &kernel,
                 format!("Server::with_os accepted a config Config::validate rejects: {rule}"),
             )),
-            Err(e) if e.kind() == io::ErrorKind::InvalidInput && e.to_string().contains(rule.field) => {
+            Err(e)
+                if e.kind() == io::ErrorKind::InvalidInput
+                    && e.to_string().contains(rule.field) =>
+            {
                 if kernel.open_fds() != 0 {
                     return Err(fail(
                         &kernel,
@@ -811,10 +816,13 @@ where
             self.tick += ms - self.last_ms;
             self.last_ms = ms;
         }
-        self.probe = self.turn % 8 == 0;
+        self.probe = self.turn.is_multiple_of(8);
         let moved = self.service_all();
         if std::env::var_os("REFLOOP_SIM_DEBUG").is_some() {
-            eprintln!("drive call {} asked {} ready {} phase {:?} next {} moved {moved} violations {:?}", self.calls, w.asked, w.ready, self.phase, self.next, self.violations);
+            eprintln!(
+                "drive call {} asked {} ready {} phase {:?} next {} moved {moved} violations {:?}",
+                self.calls, w.asked, w.ready, self.phase, self.next, self.violations
+            );
         }
         if !self.violations.is_empty() && self.phase != Phase::ShuttingDown {
             // Fail fast: stop playing, shut down, let the loop end.
@@ -1108,7 +1116,8 @@ where
             }
             SimStep::Crowd { count, then } => {
                 for _ in 0..count {
-                    let slot = CROWD_SLOTS + (self.crowd_cursor % (256 - u32::from(CROWD_SLOTS))) as u8;
+                    let slot =
+                        CROWD_SLOTS + (self.crowd_cursor % (256 - u32::from(CROWD_SLOTS))) as u8;
                     self.crowd_cursor += 1;
                     let Some(at) = self.connect(slot) else {
                         break;
@@ -1293,9 +1302,7 @@ where
                 Applied::NotYet
             };
         };
-        let previous = self.incs[..latest]
-            .iter()
-            .rposition(|i| i.slot == client);
+        let previous = self.incs[..latest].iter().rposition(|i| i.slot == client);
         let at = match previous {
             Some(previous) if stale => {
                 // The stale send means something once the server saw the old one go and the
@@ -1484,7 +1491,11 @@ where
     fn usable(&mut self, slot: u8) -> Option<usize> {
         match self.latest[usize::from(slot)] {
             Some(at) if self.incs[at].usable() => Some(at),
-            Some(at) if self.incs[at].outbound && self.incs[at].fd.is_none() && !self.incs[at].refused => {
+            Some(at)
+                if self.incs[at].outbound
+                    && self.incs[at].fd.is_none()
+                    && !self.incs[at].refused =>
+            {
                 // An outbound connect the driver has not accepted yet: wait for it.
                 None
             }
@@ -1712,7 +1723,10 @@ where
     // -----------------------------------------------------------------------------------------
 
     fn cross_accepted(&self, at: usize) -> usize {
-        self.log.iter().filter(|r| r.inc == at && r.accepted).count()
+        self.log
+            .iter()
+            .filter(|r| r.inc == at && r.accepted)
+            .count()
     }
 
     fn settled(&self, at: usize) -> bool {
@@ -1720,7 +1734,9 @@ where
         if inc.refused {
             return true;
         }
-        let server_ended = inc.server.is_some_and(|sid| self.conns[sid].ended.is_some());
+        let server_ended = inc
+            .server
+            .is_some_and(|sid| self.conns[sid].ended.is_some());
         match inc.state {
             // A client closed before the server accepted it may never be accepted at all (it
             // died in the backlog, or before its handshake).
@@ -1820,10 +1836,7 @@ where
         }
         if let Err(e) = result {
             if Stall::is(&e) {
-                return Err(format!(
-                    "stall: {e}; waiting:{}",
-                    self.waiting_report()
-                ));
+                return Err(format!("stall: {e}; waiting:{}", self.waiting_report()));
             }
             return Err(format!("Server::run failed: {e}"));
         }
@@ -1948,7 +1961,12 @@ where
                     inc.state
                 ));
             };
-            let ctx = format!("{} ({:?}, server {})", inc.name(), inc.state, self.conns[sid].id);
+            let ctx = format!(
+                "{} ({:?}, server {})",
+                inc.name(),
+                inc.state,
+                self.conns[sid].id
+            );
             self.check_incarnation(at, sid, ended_at, reach)
                 .map_err(|e| format!("{ctx}: {e}"))?;
         }
@@ -1969,7 +1987,9 @@ where
             return Err("the server never reported its disconnect".into());
         };
         let (end, unsent) = (*end, *unsent as u64);
-        let idle = k.idle_timeout.filter(|d| *d < Duration::from_secs(365 * 86_400));
+        let idle = k
+            .idle_timeout
+            .filter(|d| *d < Duration::from_secs(365 * 86_400));
         match end {
             Ending::Reset => reach.rst = true,
             Ending::FramingTooLong | Ending::FramingMalformed => reach.framing_error = true,
@@ -1999,7 +2019,9 @@ where
             allowed.push(Ending::Shutdown);
         }
         if !allowed.contains(&end) {
-            return Err(format!("disconnected with {text}, expected one of {allowed:?}"));
+            return Err(format!(
+                "disconnected with {text}, expected one of {allowed:?}"
+            ));
         }
         // Idle timeout: never before the timeout after the last delivered message.
         if end == Ending::IdleTimeout {
@@ -2128,7 +2150,10 @@ where
                     }
                 }
             }
-            match self.handle.send_to(id, F::message(b"after the end".to_vec())) {
+            match self
+                .handle
+                .send_to(id, F::message(b"after the end".to_vec()))
+            {
                 Err(SendError::Closed(_)) => {}
                 other => {
                     return Err(format!(
@@ -2162,16 +2187,15 @@ fn check_trace(trace: &str, knobs: &super::Knobs) -> Result<(), String> {
         let mut args = inside.split(", ");
         let mut num = || args.next().and_then(|a| a.parse::<i32>().ok());
         match name {
-            "epoll_create" => {
-                if epoll.is_none() {
-                    epoll = result.parse().ok();
-                }
-            }
+            "epoll_create" if epoll.is_none() => epoll = result.parse().ok(),
             "epoll_wait" => read_this_turn.clear(),
             "epoll_ctl" => {
                 let on_ours = num() == epoll;
                 let op = args.next();
-                let fd = args.next().and_then(|a| a.parse::<i32>().ok()).unwrap_or(-1);
+                let fd = args
+                    .next()
+                    .and_then(|a| a.parse::<i32>().ok())
+                    .unwrap_or(-1);
                 match op {
                     Some("ADD") if on_ours && result == "0" => {
                         registered.insert(fd);

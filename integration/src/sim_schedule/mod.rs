@@ -313,7 +313,11 @@ impl fmt::Display for SimStep {
         match self {
             SimStep::Base(step) => write!(f, "{step}"),
             SimStep::Fault { call, errno, after } => {
-                write!(f, "fault: call {} of {call:?} fails with errno {errno}", after + 1)
+                write!(
+                    f,
+                    "fault: call {} of {call:?} fails with errno {errno}",
+                    after + 1
+                )
             }
             SimStep::Burst { steps } => {
                 write!(f, "burst: the next {steps} steps before the loop runs")
@@ -330,7 +334,10 @@ impl fmt::Display for SimStep {
                 write!(f, "c{client} pipelines {count} x {len} B in one write")
             }
             SimStep::Crowd { count, then } => {
-                write!(f, "crowd: {count} clients connect at once, echo, then {then:?}")
+                write!(
+                    f,
+                    "crowd: {count} clients connect at once, echo, then {then:?}"
+                )
             }
             SimStep::Shutdown => write!(f, "LoopHandle::shutdown"),
         }

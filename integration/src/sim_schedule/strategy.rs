@@ -16,14 +16,19 @@ use crate::schedule::{strategy as base, Wire, MAX_CLIENTS};
 pub fn case(max_steps: usize) -> impl Strategy<Value = SimCase> {
     let wire = prop_oneof![3 => Just(Wire::LengthPrefixed), 2 => Just(Wire::Lines)];
     let clients = prop_oneof![6 => 1..=4u8, 3 => 5..=16u8, 1 => 17..=MAX_CLIENTS];
-    (wire, knobs(), kernel(), clients, vec(step(), 1..=max_steps.max(1))).prop_map(
-        |(wire, knobs, kernel, clients, steps)| SimCase {
+    (
+        wire,
+        knobs(),
+        kernel(),
+        clients,
+        vec(step(), 1..=max_steps.max(1)),
+    )
+        .prop_map(|(wire, knobs, kernel, clients, steps)| SimCase {
             wire,
             knobs,
             kernel,
             steps: steps.into_iter().map(|s| with_client(s, clients)).collect(),
-        },
-    )
+        })
 }
 
 fn with_client(step: SimStep, clients: u8) -> SimStep {
@@ -97,14 +102,16 @@ pub fn kernel() -> impl Strategy<Value = KernelKnobs> {
         prop_oneof![Just(0u32), Just(200_000u32), Just(500_000u32)],
         buffers,
     )
-        .prop_map(|(minimal, seed, spurious, defer, (send_buffer, recv_buffer))| KernelKnobs {
-            minimal,
-            seed,
-            spurious_ppm: if minimal { spurious } else { 0 },
-            defer_ppm: if minimal { defer } else { 0 },
-            send_buffer,
-            recv_buffer,
-        })
+        .prop_map(
+            |(minimal, seed, spurious, defer, (send_buffer, recv_buffer))| KernelKnobs {
+                minimal,
+                seed,
+                spurious_ppm: if minimal { spurious } else { 0 },
+                defer_ppm: if minimal { defer } else { 0 },
+                send_buffer,
+                recv_buffer,
+            },
+        )
 }
 
 /// One step: a base step most of the time.
