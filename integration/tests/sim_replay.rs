@@ -54,3 +54,22 @@ fn sim_replay_of_a_seed_is_exact() {
         }
     }
 }
+
+/// The fuzz target's seed corpus is the explorer's first seeds, byte for byte, and replays
+/// clean.
+#[test]
+fn sim_fuzz_corpus_decodes_as_its_seeds_and_replays_clean() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/sim_schedule");
+    let mut n = 0;
+    for i in 0..8u64 {
+        let path = dir.join(format!("seed-{i}"));
+        let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert_eq!(bytes, SimCase::seed_bytes(0x51_5eed + i));
+        let case = SimCase::from_fuzz_bytes(&bytes);
+        if let Err(f) = exec::run(&case, &Options::correct()) {
+            panic!("{}: {f}\n{case}", path.display());
+        }
+        n += 1;
+    }
+    println!("@@stat replayed-inputs sim_schedule {n}");
+}

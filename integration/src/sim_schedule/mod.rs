@@ -250,6 +250,11 @@ impl SimCase {
     /// The case a seed names: [`SimCase::from_fuzz_bytes`] over 4 KiB of bytes from a
     /// xorshift generator seeded with `seed`.
     pub fn from_seed(seed: u64) -> SimCase {
+        SimCase::from_fuzz_bytes(&SimCase::seed_bytes(seed))
+    }
+
+    /// The bytes [`SimCase::from_seed`] decodes (also the fuzz target's seed corpus).
+    pub fn seed_bytes(seed: u64) -> Vec<u8> {
         let mut state = seed ^ 0x9e37_79b9_7f4a_7c15;
         let mut next = || {
             // splitmix64: any seed, 0 included, gives a full-period stream.
@@ -259,8 +264,7 @@ impl SimCase {
             z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
             z ^ (z >> 31)
         };
-        let bytes: Vec<u8> = (0..512).flat_map(|_| next().to_le_bytes()).collect();
-        SimCase::from_fuzz_bytes(&bytes)
+        (0..512).flat_map(|_| next().to_le_bytes()).collect()
     }
 }
 
