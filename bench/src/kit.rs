@@ -264,6 +264,51 @@ pub fn run_fuzz(root: &Path, target: &str, seconds: u64) -> FuzzTarget {
     }
 }
 
+/// Cases per second of the sim schedule executor and of the real one, on the same schedules:
+/// `(real, sim)`, from the `@@stat sim-speed` lines of `integration/tests/sim_speed.rs`.
+///
+/// # Errors
+///
+/// When the test fails or prints no figures.
+pub fn run_sim_speed(root: &Path, cases: usize) -> Result<(f64, f64), String> {
+    let out = cargo(root)
+        .args([
+            "+stable",
+            "test",
+            "--release",
+            "-p",
+            "refloop-integration",
+            "--test",
+            "sim_speed",
+            "--",
+            "--nocapture",
+        ])
+        .env("REFLOOP_SIM_SPEED_CASES", cases.to_string())
+        .stderr(Stdio::piped())
+        .output()
+        .map_err(|e| format!("cannot run cargo: {e}"))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        return Err(format!(
+            "sim_speed failed:\n{text}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let stats = parse_stats(&text, "sim-speed");
+    let get = |name: &str| {
+        stats
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| *v as f64 / 100.0)
+    };
+    match (get("real"), get("sim")) {
+        (Some(real), Some(sim)) => Ok((real, sim)),
+        _ => Err(format!(
+            "sim_speed printed no @@stat sim-speed lines:\n{text}"
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,3 +4,4 @@
 pub mod framing_case;
 pub mod resp;
 pub mod schedule;
+pub mod sim_schedule;

@@ -293,23 +293,34 @@ pub fn all(ctx: &Ctx) -> Vec<Stage> {
             files: 0,
         });
     }
-    if has_sim_tests(root) {
+    let sim_in_core = has_sim_tests(&root.join("core/tests"));
+    let sim_in_integration = has_sim_tests(&root.join("integration/tests"));
+    if sim_in_core || sim_in_integration {
+        let mut steps = Vec::new();
+        for (package, present) in [
+            ("refloop", sim_in_core),
+            ("refloop-integration", sim_in_integration),
+        ] {
+            if present {
+                steps.push(ctx.cargo(
+                    Toolchain::Stable,
+                    &[
+                        "test",
+                        "-p",
+                        package,
+                        "--release",
+                        "--test",
+                        "sim_*",
+                        "--",
+                        "--nocapture",
+                    ],
+                ));
+            }
+        }
         stages.push(Stage {
             name: "sim",
-            about: "the real loop over the simulated kernel: conformance with Linux, review-bug reproducers, virtual time",
-            steps: vec![ctx.cargo(
-                Toolchain::Stable,
-                &[
-                    "test",
-                    "-p",
-                    "refloop",
-                    "--release",
-                    "--test",
-                    "sim_*",
-                    "--",
-                    "--nocapture",
-                ],
-            )],
+            about: "the real loop over the simulated kernel: conformance with Linux, schedules and hunts, review-bug reproducers, virtual time",
+            steps,
             counts: Counts::Tests,
             files: 0,
         });
@@ -335,6 +346,9 @@ pub fn all(ctx: &Ctx) -> Vec<Stage> {
                         "--release",
                         "--",
                         "--nocapture",
+                        // The sim schedules (every test named `sim_*`) run in the sim stage.
+                        "--skip",
+                        "sim_",
                     ],
                 ),
             ],
@@ -360,9 +374,9 @@ pub fn all(ctx: &Ctx) -> Vec<Stage> {
     stages
 }
 
-/// Whether `core/tests` has simulated-kernel test targets (`sim_*.rs`).
-fn has_sim_tests(root: &Path) -> bool {
-    std::fs::read_dir(root.join("core/tests")).is_ok_and(|dir| {
+/// Whether a tests directory has simulated-kernel test targets (`sim_*.rs`).
+fn has_sim_tests(tests: &Path) -> bool {
+    std::fs::read_dir(tests).is_ok_and(|dir| {
         dir.flatten().any(|entry| {
             let name = entry.file_name();
             let name = name.to_string_lossy();

@@ -1422,6 +1422,28 @@ fn kit_section(opts: &Opts) -> String {
         }
     }
     let _ = writeln!(s);
+    let cases = if opts.quick { 24 } else { 128 };
+    println!("== kit: sim schedule executor against the real one, {cases} schedules");
+    match kit::run_sim_speed(&root, cases) {
+        Ok((real, sim)) => {
+            let mut t = Table::new(&["executor", "cases/s"]);
+            t.row(vec![
+                "real sockets (`schedule::exec`)".into(),
+                format!("{real:.1}"),
+            ]);
+            t.row(vec![
+                "simulated kernel (`sim_schedule::exec`)".into(),
+                format!("{sim:.0}"),
+            ]);
+            let _ = writeln!(s, "Schedule executors on the same {cases} schedules (the real executor's strategy, `TestRunner::deterministic`), one after the other in `integration/tests/sim_speed.rs` (`REFLOOP_SIM_SPEED_CASES={cases}`): ratio {:.0}x (goal: at least 50x).", sim / real);
+            let _ = writeln!(s);
+            s.push_str(&t.to_markdown());
+        }
+        Err(e) => {
+            let _ = writeln!(s, "Sim executor speed: not measured.\n\n```\n{e}\n```");
+        }
+    }
+    let _ = writeln!(s);
     let _ = writeln!(s, "Reproduce: `cargo xtask bench --only kit` (set `LOOM_MAX_PREEMPTIONS` and `REFLOOP_FUZZ_SECONDS` to change the budgets).");
     s
 }

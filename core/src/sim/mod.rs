@@ -853,12 +853,17 @@ impl Kernel {
     }
 
     fn do_write(&self, side: Side, fd: &Fd, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        let bytes: Vec<u8> = bufs
-            .iter()
-            .take(crate::os::MAX_IOV)
-            .flat_map(|b| b.iter().copied())
-            .collect();
+        let offered: usize = bufs.iter().take(crate::os::MAX_IOV).map(|b| b.len()).sum();
         self.call(side, Call::Write, |st, fault| {
+            // Only what the write can take (plus one byte, so a short write still shows as
+            // one) is copied: copying all of a large backlog on every call was quadratic.
+            let limit = st.write_limit(fd.num).saturating_add(1);
+            let bytes: Vec<u8> = bufs
+                .iter()
+                .take(crate::os::MAX_IOV)
+                .flat_map(|b| b.iter().copied())
+                .take(limit)
+                .collect();
             let r = match fault {
                 Some(Fault::Errno(e)) => Err(state::os_err(e)),
                 Some(Fault::Short(n)) => st.write(fd.num, &bytes, Some(n.max(1))),
@@ -869,7 +874,7 @@ impl Kernel {
                 format_args!(
                     "sendmsg({}, {}) = {}",
                     fd.num,
-                    bytes.len(),
+                    offered,
                     show(&r, |n| n.to_string())
                 ),
             );

@@ -854,16 +854,20 @@ impl State {
                 }
             }
         }
-        if out.is_empty() && !deferred.is_empty() {
-            // Deferral never hides the only events there are: report the first now.
-            let key = deferred.remove(0);
-            let mask = self.mask_of(key.0);
-            let ep = self.epoll_mut(ep_id)?;
-            if let Some(item) = ep.items.get_mut(&key) {
-                item.queued = false;
-                let flags = mask & item.events;
-                if flags != 0 {
-                    out.push(event(item.token, flags));
+        if out.is_empty() {
+            // Deferral never hides the only events there are: report the first deferred item
+            // that polls ready now.
+            while !deferred.is_empty() {
+                let key = deferred.remove(0);
+                let mask = self.mask_of(key.0);
+                let ep = self.epoll_mut(ep_id)?;
+                if let Some(item) = ep.items.get_mut(&key) {
+                    item.queued = false;
+                    let flags = mask & item.events;
+                    if flags != 0 {
+                        out.push(event(item.token, flags));
+                        break;
+                    }
                 }
             }
         }
@@ -880,13 +884,18 @@ impl State {
         Ok(out)
     }
 
-    /// Whether `epfd` has anything queued (some of it may poll as not ready).
+    /// Whether a wait on `epfd` would return an event now: a queued item that polls ready (a
+    /// queued item whose readiness went away, say by a read, reports nothing).
     pub(super) fn has_ready(&self, epfd: i32) -> bool {
         let Ok(id) = self.file_of(epfd) else {
             return true;
         };
         match self.files.get(&id).map(|f| &f.kind) {
-            Some(Kind::Epoll(ep)) => !ep.ready.is_empty(),
+            Some(Kind::Epoll(ep)) => ep.ready.iter().any(|key| {
+                ep.items
+                    .get(key)
+                    .is_some_and(|item| self.mask_of(key.0) & item.events != 0)
+            }),
             _ => true,
         }
     }
@@ -1240,8 +1249,9 @@ impl State {
             for (dst, src) in buf.iter_mut().zip(s.rcv.drain(..n)) {
                 *dst = src;
             }
+            let peer = s.peer;
             // The window opened: the peer's queued bytes follow.
-            if let Some(p) = s.peer {
+            if let Some(p) = peer {
                 self.note_fall(id);
                 self.pump(p);
             }
@@ -1257,6 +1267,22 @@ impl State {
             return Err(os_err(errno::EAGAIN));
         }
         Err(os_err(errno::EAGAIN))
+    }
+
+    /// At least as much as one write on `fd` can take now (the room in its send buffer, and
+    /// in its peer's receive buffer when nothing is queued ahead); `usize::MAX` when unknown.
+    pub(super) fn write_limit(&self, fd: i32) -> usize {
+        let Some(s) = self.sock_of(fd).ok().and_then(|id| self.sock(id)) else {
+            return usize::MAX;
+        };
+        let peer = match s.peer.and_then(|p| self.sock(p)) {
+            Some(p) if s.snd.is_empty() => p.rcv_cap.saturating_sub(p.rcv.len()),
+            _ => 0,
+        };
+        s.snd_cap
+            .max(1)
+            .saturating_sub(s.snd.len())
+            .saturating_add(peer)
     }
 
     pub(super) fn write(&mut self, fd: i32, bytes: &[u8], cap: Option<usize>) -> io::Result<usize> {

@@ -58,7 +58,7 @@ impl<'a> Arbitrary<'a> for Schedule {
     }
 }
 
-fn payload_len(u: &mut Unstructured<'_>) -> Result<u32> {
+pub(crate) fn payload_len(u: &mut Unstructured<'_>) -> Result<u32> {
     Ok(match u.int_in_range(0..=14u8)? {
         0..=4 => u.int_in_range(1..=64u32)?,
         5..=7 => u.int_in_range(65..=2048u32)?,
@@ -77,7 +77,7 @@ fn chunks(u: &mut Unstructured<'_>) -> Result<Vec<u16>> {
     (0..n).map(|_| u.int_in_range(1..=max)).collect()
 }
 
-fn step(u: &mut Unstructured<'_>, clients: u8) -> Result<Step> {
+pub(crate) fn step(u: &mut Unstructured<'_>, clients: u8) -> Result<Step> {
     let client = u.int_in_range(0..=clients - 1)?;
     // The weights of `strategy::step`, in its order: 8 26 7 14 5 5 6 14 4 9 5 6 (sum 109).
     let pick = u.int_in_range(0..=108u8)?;

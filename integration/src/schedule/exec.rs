@@ -232,17 +232,20 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 // ---------------------------------------------------------------------------------------------
 
 /// A framing the executor can run: how to build it and convert payloads to messages.
-trait WireFraming: Framing + Clone + Send + 'static {
+pub(crate) trait WireFraming: Framing + Clone + Send + 'static {
     const WIRE: Wire;
-    fn build() -> Self;
+    fn build() -> Self {
+        Self::with_limit(MAX_FRAME)
+    }
+    fn with_limit(limit: usize) -> Self;
     fn message(payload: Vec<u8>) -> Self::Message;
     fn bytes(msg: &Self::Message) -> &[u8];
 }
 
 impl WireFraming for LengthPrefixed {
     const WIRE: Wire = Wire::LengthPrefixed;
-    fn build() -> Self {
-        LengthPrefixed::new(MAX_FRAME)
+    fn with_limit(limit: usize) -> Self {
+        LengthPrefixed::new(limit)
     }
     fn message(payload: Vec<u8>) -> Vec<u8> {
         payload
@@ -254,8 +257,8 @@ impl WireFraming for LengthPrefixed {
 
 impl WireFraming for Lines {
     const WIRE: Wire = Wire::Lines;
-    fn build() -> Self {
-        Lines::new(MAX_FRAME)
+    fn with_limit(limit: usize) -> Self {
+        Lines::new(limit)
     }
     fn message(payload: Vec<u8>) -> String {
         String::from_utf8(payload).expect("payloads are ASCII by construction")
@@ -266,7 +269,7 @@ impl WireFraming for Lines {
 }
 
 /// The bytes the server's encoder writes for a payload of `len` bytes.
-fn encoded_len(wire: Wire, len: usize) -> u64 {
+pub(crate) fn encoded_len(wire: Wire, len: usize) -> u64 {
     match wire {
         Wire::LengthPrefixed => 4 + len as u64,
         Wire::Lines => len as u64 + 1,
@@ -279,7 +282,7 @@ fn encoded_len(wire: Wire, len: usize) -> u64 {
 
 /// How a connection ended, reduced to what the checks compare.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Ending {
+pub(crate) enum Ending {
     PeerClosed,
     Reset,
     Error,
@@ -291,7 +294,7 @@ enum Ending {
     Other,
 }
 
-fn ending(reason: &DisconnectReason) -> Ending {
+pub(crate) fn ending(reason: &DisconnectReason) -> Ending {
     match reason {
         DisconnectReason::PeerClosed => Ending::PeerClosed,
         DisconnectReason::Reset => Ending::Reset,
@@ -1635,7 +1638,7 @@ where
 }
 
 /// Fails at the first frame that names another connection (or is corrupt).
-fn check_new_frames(
+pub(crate) fn check_new_frames(
     parser: &Parser,
     checked: &mut usize,
     slot: u8,
@@ -1776,7 +1779,7 @@ fn check_incarnation<F: WireFraming>(
 }
 
 /// A short description of a list of payloads: count and the tags of the first few.
-fn describe<T: AsRef<[u8]>>(payloads: &[T]) -> String {
+pub(crate) fn describe<T: AsRef<[u8]>>(payloads: &[T]) -> String {
     let mut out = format!("{} [", payloads.len());
     for (i, p) in payloads.iter().take(4).enumerate() {
         if i > 0 {
@@ -1811,7 +1814,7 @@ fn describe<T: AsRef<[u8]>>(payloads: &[T]) -> String {
 
 /// Cuts `bytes` into pieces whose sizes cycle through `chunks` (zeros read as one); one piece
 /// when `chunks` is empty.
-fn cut(bytes: Vec<u8>, chunks: &[u16]) -> Vec<Vec<u8>> {
+pub(crate) fn cut(bytes: Vec<u8>, chunks: &[u16]) -> Vec<Vec<u8>> {
     if chunks.is_empty() || bytes.is_empty() {
         return vec![bytes];
     }

@@ -30,7 +30,7 @@ pub mod strategy;
 pub mod teeth;
 pub mod wire;
 
-mod arbitrary_impl;
+pub(crate) mod arbitrary_impl;
 
 use std::fmt;
 

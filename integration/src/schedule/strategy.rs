@@ -61,7 +61,7 @@ pub fn tuning() -> impl Strategy<Value = Tuning> {
 }
 
 /// Replaces the slot of `step` by its value modulo `clients`.
-fn with_client(mut step: Step, clients: u8) -> Step {
+pub(crate) fn with_client(mut step: Step, clients: u8) -> Step {
     let c = step.client() % clients.max(1);
     match &mut step {
         Step::Connect { client }
