@@ -70,11 +70,18 @@ hunts! {
     sim_hunt_finds_ignore_writable: "IgnoreWritable", 0xb000_0000;
     sim_hunt_finds_skip_wake: "SkipWake", 0xc000_0000;
     sim_hunt_finds_wake_every_push: "WakeEveryPush", 0xd000_0000;
-    sim_hunt_finds_uncounted_unsent: "UncountedUnsent", 0xe000_0000;
+    // `UncountedUnsent` is not hunted here: a close that abandons output now resets a TCP
+    // connection, and the executor exempts a reset peer from the delivery accounting, so the
+    // variant (which zeroes the count) is invisible to it; the real-socket teeth test
+    // `teeth_a_close_that_forgets_its_unsent_bytes_breaks_the_accounting` rejects it.
     sim_hunt_finds_alloc_per_send: "AllocPerSend", 0xf000_0000;
     sim_hunt_finds_short_read_ignores_hangup: "ShortReadIgnoresHangup", 0x1_1000_0000;
     sim_hunt_finds_no_accept_retry: "NoAcceptRetry", 0x1_2000_0000;
-    sim_hunt_finds_linger_cuts_flush: "LingerCutsFlush", 0x1_3000_0000;
+    // `LingerCutsFlush` is not hunted here: every case of the explorer that caught it so far
+    // also failed the correct loop (the open finding `sim_finding_seed_5100275363_stalls_on_
+    // the_correct_loop`), so it cannot tell the variant apart; the sim test
+    // `teeth_a_flush_cut_at_the_linger_truncates_the_reply_bug_2` and the real-socket
+    // `teeth_a_flush_bounded_by_close_linger_truncates_a_slow_reader` reject it.
     sim_hunt_finds_connect_skips_read: "ConnectSkipsRead", 0x1_4000_0000;
     sim_hunt_finds_stale_timers: "StaleTimers", 0x1_5000_0000;
     sim_hunt_finds_watermark_between_passes: "WatermarkBetweenPasses", 0x1_6000_0000;

@@ -26,10 +26,10 @@ impl Handler<Lines> for Echo {
 /// ever closes, and clients already in the backlog wait until another client connects (the
 /// review's bug 3, for fd exhaustion instead of memory).
 ///
-/// FIXME: the loop should retry on its timer here too (as for `ENOBUFS`); then this client
-/// is accepted and the assertion flips to 1.
+/// Fixed: the loop now retries on its timer here too (as for `ENOBUFS`), so the client is
+/// accepted.
 #[test]
-fn sim_finding_two_emfile_in_a_row_strand_the_backlog_until_the_next_client() {
+fn sim_finding_two_emfile_in_a_row_no_longer_strand_the_backlog() {
     let k = Kernel::new(KernelConfig::default());
     let config = Config {
         idle_timeout: None,
@@ -64,10 +64,9 @@ fn sim_finding_two_emfile_in_a_row_strand_the_backlog_until_the_next_client() {
     let result = server.run(Echo(Arc::clone(&accepted)));
     k.clear_driver();
     assert!(result.is_ok());
-    assert_eq!(
-        *accepted.lock().unwrap(),
-        0,
-        "FIXME: the queued client is stranded (accepting waits for a close that never comes)"
+    assert!(
+        *accepted.lock().unwrap() >= 1,
+        "the queued client is accepted on the retry timer"
     );
 }
 
@@ -77,16 +76,26 @@ fn sim_finding_two_emfile_in_a_row_strand_the_backlog_until_the_next_client() {
 /// documented bound (the executor checks `4 x live + 64`). Memory stays proportional to the
 /// live connections; the documented constant is what is off.
 ///
-/// FIXME: compact on re-arm too (or document `4 x live + 64`); then `timer_excess` is 0.
+/// Fixed: the heap is compacted on every arm too, so `timer_excess` is 0.
 #[test]
-fn sim_finding_live_connections_rearming_pass_the_documented_timer_bound() {
+fn sim_finding_live_connections_rearming_stay_within_the_documented_timer_bound() {
     // Found by the explorer (seed 40 of the first sweep): a crowd of 75 clients closing.
     let case = SimCase::from_seed(40);
     let outcome = exec::run(&case, &Options::correct()).unwrap_or_else(|f| panic!("{f}"));
     let (over, live) = outcome.timer_excess;
-    assert!(
-        over > 0,
-        "FIXME: the heap stayed within 2 x live + 64 (fixed?)"
-    );
     println!("@@stat sim-timer-excess {over} entries over 2 x {live} + 64");
+    assert_eq!(over, 0, "the heap stays within 2 x live + 64");
+}
+
+/// Found by the explorer while hunting `LingerCutsFlush` (seed 5100275363): on the correct
+/// loop the case stalls at 2.5 s virtual with connections open; one of them (`c2#0`, 21
+/// messages sent, nothing received) holds 310 unsent bytes. Not yet diagnosed: it may be a
+/// loop bug (output that is never written) or a schedule that never lets that client read.
+///
+/// FIXME: diagnose; once fixed (or the executor no longer generates it), this assertion flips.
+#[test]
+fn sim_finding_seed_5100275363_stalls_on_the_correct_loop() {
+    let case = SimCase::from_seed(5_100_275_363);
+    let failure = exec::run(&case, &Options::correct()).expect_err("FIXME: fixed?");
+    assert!(failure.message.contains("stall"), "{}", failure.message);
 }

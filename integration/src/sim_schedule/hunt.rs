@@ -29,9 +29,45 @@ pub fn explore(options: &Options, base: u64, budget: u64) -> Option<(u64, u64, S
     })
 }
 
+/// [`explore`] for a case that fails under `options` and passes on the correct loop; a case
+/// that fails both is a finding about the correct loop, printed (`@@stat sim-correct-loop-
+/// failure <seed>`) and skipped, since it cannot tell the variant apart.
+pub fn explore_distinguishing(
+    options: &Options,
+    base: u64,
+    budget: u64,
+) -> Option<(u64, u64, SimCase, Failure)> {
+    let correct = Options::correct();
+    (0..budget).find_map(|i| {
+        let seed = base.wrapping_add(i);
+        let case = SimCase::from_seed(seed);
+        let failure = exec::run(&case, options).err()?;
+        if let Err(f) = exec::run(&case, &correct) {
+            println!(
+                "@@stat sim-correct-loop-failure {seed} {}",
+                f.message.lines().next().unwrap_or("")
+            );
+            return None;
+        }
+        Some((seed, i + 1, case, failure))
+    })
+}
+
 /// Deletes steps while the case keeps failing under `options`; returns the shrunk case and
 /// the indices (into `case.steps`) of the steps it kept, so `case.keep(&indices)` rebuilds it.
 pub fn shrink(case: SimCase, options: &Options) -> (SimCase, Vec<usize>) {
+    shrink_distinguishing(case, options, None)
+}
+
+/// [`shrink`], keeping a deletion only if the case still fails under `options` and, given
+/// `passing`, still passes under it: so a variant's reproducer keeps telling the variant from
+/// the correct loop, rather than drifting to a case that fails both (for example one whose
+/// deleted steps leave a client that never reads again).
+pub fn shrink_distinguishing(
+    case: SimCase,
+    options: &Options,
+    passing: Option<&Options>,
+) -> (SimCase, Vec<usize>) {
     let mut kept: Vec<usize> = (0..case.steps.len()).collect();
     let mut runs = 0;
     let mut progress = true;
@@ -42,7 +78,10 @@ pub fn shrink(case: SimCase, options: &Options) -> (SimCase, Vec<usize>) {
             let mut candidate = kept.clone();
             candidate.remove(i);
             runs += 1;
-            if exec::run(&case.keep(&candidate), options).is_err() {
+            let candidate_case = case.keep(&candidate);
+            if exec::run(&candidate_case, options).is_err()
+                && passing.is_none_or(|good| exec::run(&candidate_case, good).is_ok())
+            {
                 kept = candidate;
                 progress = true;
             } else {
@@ -80,13 +119,14 @@ pub struct Found {
 /// when a replay's trace differs from the first run's.
 pub fn hunt(variant: KnownBad, base: u64, budget: u64) -> Result<Found, String> {
     let bad = Options::variant(variant);
-    let Some((seed, cases, case, _)) = explore(&bad, base, budget) else {
+    let Some((seed, cases, case, _)) = explore_distinguishing(&bad, base, budget) else {
         return Err(format!(
             "no case of {budget} from seed {base} failed against {variant:?}: no teeth"
         ));
     };
     let steps = case.steps.len();
-    let (shrunk, kept) = shrink(case, &bad);
+    let correct = Options::correct();
+    let (shrunk, kept) = shrink_distinguishing(case, &bad, Some(&correct));
     if let Err(f) = exec::run(&shrunk, &Options::correct()) {
         return Err(format!(
             "the reproducer for {variant:?} (seed {seed}) also fails the correct loop: {}\n{shrunk}",
