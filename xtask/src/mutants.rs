@@ -664,6 +664,15 @@ mod tests {
     }
 
     #[test]
+    fn the_checked_in_survivors_list_parses() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../mutants/survivors.toml");
+        let text = std::fs::read_to_string(path).unwrap();
+        for s in parse_survivors(&text).unwrap() {
+            assert!(group_of(&s.mutant).is_some(), "{} is in no group", s.mutant);
+        }
+    }
+
+    #[test]
     fn only_survivors_missing_from_the_list_are_unexplained() {
         let results = Results {
             caught: 8,
