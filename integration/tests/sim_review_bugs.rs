@@ -33,16 +33,12 @@ fn sim_regression_bug1_greeting_in_the_connect_completion_event_is_read() {
     check(5_368_709_128, &[0], KnownBad::ConnectSkipsRead, "stall");
 }
 
-/// Bug 2: `close_linger` must not cut a closing flush to a slow reader.
-#[test]
-fn sim_regression_bug2_a_slow_reader_gets_the_whole_reply_after_its_fin() {
-    check(
-        5_100_274_114,
-        &[1, 3, 10, 11],
-        KnownBad::LingerCutsFlush,
-        "never flushed to a client that kept reading",
-    );
-}
+// Bug 2 (`close_linger` cut a closing flush to a slow reader) has no sim-schedule regression
+// here: the loop now resets a connection whose flush it abandons, and the executor exempts a
+// reset peer from the delivery check, so the variant no longer shows in these cases. Its
+// regressions are `a_reader_slower_than_close_linger_gets_the_whole_reply_bug_2` (the sim,
+// `core/tests/sim_loop.rs`) and the real-socket tests in `core/tests/loop_review_bugs.rs`, each
+// with `LingerCutsFlush` as its teeth.
 
 /// Bug 3: one transient `ENOBUFS`/`ENOMEM` from `accept4` must not strand the backlog.
 #[test]
