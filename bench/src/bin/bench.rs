@@ -712,7 +712,24 @@ struct EchoSamples {
     client_busy: Samples,
 }
 
-/// One load run against a freshly started server.
+impl EchoSamples {
+    /// Adds one load run: its result, the server's CPU seconds and the load generator's.
+    fn add(&mut self, lr: &loadgen::LoadResult, cpu: f64, client: f64) {
+        self.msgs_per_sec.push(lr.msgs_per_sec());
+        self.p50_us
+            .push(lr.latency_ns.quantile(0.5).unwrap_or(0) as f64 / 1e3);
+        self.p99_us
+            .push(lr.latency_ns.quantile(0.99).unwrap_or(0) as f64 / 1e3);
+        if lr.measured_msgs > 0 && cpu.is_finite() {
+            self.cpu_per_mmsg.push(cpu / lr.measured_msgs as f64 * 1e6);
+        }
+        self.busy.push(cpu / lr.elapsed.as_secs_f64());
+        if client.is_finite() {
+            self.client_busy.push(client / lr.elapsed.as_secs_f64());
+        }
+    }
+}
+
 /// One load run against a freshly started server; returns the load result, the server's CPU
 /// seconds and the load generator's own CPU seconds over the measured window.
 fn echo_once(
@@ -813,19 +830,7 @@ fn echo_section(opts: &Opts) -> String {
                 let i = (k + r) % 2;
                 match echo_once(cmds[i], &cfg, wire) {
                     Ok((lr, cpu, client)) => {
-                        let e = &mut res[ni][i];
-                        e.msgs_per_sec.push(lr.msgs_per_sec());
-                        e.p50_us
-                            .push(lr.latency_ns.quantile(0.5).unwrap_or(0) as f64 / 1e3);
-                        e.p99_us
-                            .push(lr.latency_ns.quantile(0.99).unwrap_or(0) as f64 / 1e3);
-                        if lr.measured_msgs > 0 && cpu.is_finite() {
-                            e.cpu_per_mmsg.push(cpu / lr.measured_msgs as f64 * 1e6);
-                        }
-                        e.busy.push(cpu / lr.elapsed.as_secs_f64());
-                        if client.is_finite() {
-                            e.client_busy.push(client / lr.elapsed.as_secs_f64());
-                        }
+                        res[ni][i].add(&lr, cpu, client);
                     }
                     Err(e) => failures.push(format!("run {r}, {n} connections: {e}")),
                 }
@@ -972,19 +977,7 @@ fn multi_section(opts: &Opts) -> String {
             let (name, cmd, extra) = cases[i];
             match echo_once_with(cmd, extra, &cfg, wire) {
                 Ok((lr, cpu, client)) => {
-                    let e = &mut res[i];
-                    e.msgs_per_sec.push(lr.msgs_per_sec());
-                    e.p50_us
-                        .push(lr.latency_ns.quantile(0.5).unwrap_or(0) as f64 / 1e3);
-                    e.p99_us
-                        .push(lr.latency_ns.quantile(0.99).unwrap_or(0) as f64 / 1e3);
-                    if lr.measured_msgs > 0 && cpu.is_finite() {
-                        e.cpu_per_mmsg.push(cpu / lr.measured_msgs as f64 * 1e6);
-                    }
-                    e.busy.push(cpu / lr.elapsed.as_secs_f64());
-                    if client.is_finite() {
-                        e.client_busy.push(client / lr.elapsed.as_secs_f64());
-                    }
+                    res[i].add(&lr, cpu, client);
                 }
                 Err(e) => failures.push(format!("run {r}, {name}: {e}")),
             }
